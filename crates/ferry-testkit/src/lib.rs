@@ -1,0 +1,8 @@
+//! Test support for ferry: real servers started on 127.0.0.1 for a test's lifetime
+//! (nginx, `python3 -m http.server`) and a misbehaving HTTP server for fault injection.
+//! Every server is stopped by its own PID (or task) when its handle is dropped.
+
+pub mod fault;
+pub mod nginx;
+pub mod pyserver;
+pub mod util;
