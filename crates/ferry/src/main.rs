@@ -1,1 +1,43 @@
-fn main(){}
+//! The `ferry` binary: parses the command line, runs the command, and maps every outcome to one
+//! exit code in one place (0 done and verified, 1 failed, 2 usage error, 3 interrupted and resumable).
+
+mod cli;
+mod get;
+mod progress;
+mod status;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// Exit codes of the command contract.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const INTERRUPTED: u8 = 3;
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("FERRY_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ferry: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::FAILED);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            cli::Command::Get(args) => get::run(args).await,
+            cli::Command::Status(args) => status::run(args),
+        }
+    });
+    ExitCode::from(code)
+}

@@ -1,0 +1,258 @@
+//! The resume journal `<name>.ferry`: what a partial download is (sources, validators, length)
+//! and which byte ranges of `<name>.part` are already written.
+//!
+//! On disk it is three lines: a magic/version line, the JSON body, and `blake3:<hex>` of the
+//! body. It is replaced atomically (write a temp file, fsync, rename, fsync the directory), so a
+//! crash at any instant leaves either the old or the new journal, never a torn one. A journal
+//! that fails its checksum, has another version, or describes another download is reported,
+//! never trusted.
+
+use crate::error::Error;
+use crate::ranges::RangeSet;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &str = "FERRY-JOURNAL";
+/// Bumped whenever the body's meaning changes; older or newer journals are refused clearly.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What identifies the remote file: a change in any of these means the bytes on disk may no
+/// longer belong to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Validators {
+    /// Total length in bytes, when the server told it.
+    pub length: Option<u64>,
+    /// Strong ETag, as sent (with quotes). Weak ETags are not stored: they cannot guard ranges.
+    pub etag: Option<String>,
+    /// `Last-Modified`, as sent.
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// The value to send in `If-Range`: the strong ETag, else Last-Modified.
+    pub fn if_range(&self) -> Option<&str> {
+        self.etag.as_deref().or(self.last_modified.as_deref())
+    }
+
+    /// Describes how `other` differs from `self`, or `None` when they agree. A validator missing
+    /// on one side is not a difference (servers do not always send them).
+    pub fn difference(&self, other: &Validators) -> Option<String> {
+        if let (Some(a), Some(b)) = (self.length, other.length) {
+            if a != b {
+                return Some(format!("length changed from {a} to {b} bytes"));
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.etag, &other.etag) {
+            if a != b {
+                return Some(format!("ETag changed from {a} to {b}"));
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.last_modified, &other.last_modified) {
+            if a != b {
+                return Some(format!("Last-Modified changed from {a} to {b}"));
+            }
+        }
+        None
+    }
+}
+
+/// The journal's body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub version: u32,
+    /// The URLs as given (mirrors), in order.
+    pub urls: Vec<String>,
+    pub validators: Validators,
+    /// Size of the unit a peer source verifies (BLAKE3 per piece); `None` for plain HTTP.
+    #[serde(default)]
+    pub piece_size: Option<u64>,
+    /// Bytes of `<name>.part` that hold the remote file's bytes.
+    pub done: RangeSet,
+    /// Unix time (seconds) the journal was last written.
+    pub updated: u64,
+}
+
+impl Journal {
+    pub fn new(urls: Vec<String>, validators: Validators) -> Self {
+        Journal {
+            version: FORMAT_VERSION,
+            urls,
+            validators,
+            piece_size: None,
+            done: RangeSet::new(),
+            updated: 0,
+        }
+    }
+
+    /// `<file>.ferry` next to the final file.
+    pub fn path_for(file: &Path) -> PathBuf {
+        with_suffix(file, ".ferry")
+    }
+
+    /// Reads and checks a journal. `Ok(None)` when there is none.
+    pub fn load(path: &Path) -> Result<Option<Journal>, Error> {
+        let text = match fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        Self::parse(&text)
+            .map(Some)
+            .map_err(|reason| Error::JournalCorrupt {
+                path: path.to_owned(),
+                reason,
+            })
+    }
+
+    fn parse(text: &[u8]) -> Result<Journal, String> {
+        let text = std::str::from_utf8(text).map_err(|_| "not UTF-8 text".to_string())?;
+        let mut lines = text.splitn(3, '\n');
+        let header = lines.next().unwrap_or_default();
+        let body = lines.next().ok_or("truncated after the header")?;
+        let sum_line = lines.next().ok_or("truncated after the body")?;
+        let version = header
+            .strip_prefix(MAGIC)
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .ok_or("not a ferry journal")?;
+        if version != FORMAT_VERSION {
+            return Err(format!(
+                "format version {version}, this ferry reads version {FORMAT_VERSION}"
+            ));
+        }
+        let sum = sum_line
+            .trim_end()
+            .strip_prefix("blake3:")
+            .ok_or("missing checksum line")?;
+        if blake3::hash(body.as_bytes()).to_hex().as_str() != sum {
+            return Err("checksum does not match (torn or edited file)".into());
+        }
+        let journal: Journal = serde_json::from_str(body).map_err(|e| format!("bad body: {e}"))?;
+        if journal.version != FORMAT_VERSION {
+            return Err("body version does not match header".into());
+        }
+        if !journal.done.is_well_formed() {
+            return Err("done ranges are not sorted and disjoint".into());
+        }
+        if let Some(len) = journal.validators.length {
+            if journal.done.max_end() > len {
+                return Err("done ranges extend past the file length".into());
+            }
+        }
+        Ok(journal)
+    }
+
+    /// Serialised form: header, JSON body, checksum.
+    pub fn render(&self) -> String {
+        let body = serde_json::to_string(self).expect("journal serialises");
+        format!(
+            "{MAGIC} {FORMAT_VERSION}\n{body}\nblake3:{}\n",
+            blake3::hash(body.as_bytes()).to_hex()
+        )
+    }
+
+    /// Atomically replaces the journal at `path`: temp file, fsync, rename, fsync directory.
+    pub fn save(&mut self, path: &Path) -> Result<(), Error> {
+        self.updated = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let tmp = with_suffix(path, ".tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(self.render().as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            fs::rename(&tmp, path)?;
+            sync_parent_dir(path)
+        };
+        write().map_err(|e| Error::io(path, e))
+    }
+
+    pub fn remove(path: &Path) -> Result<(), Error> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+/// `path` with `suffix` appended to its file name (`a.iso` → `a.iso.part`).
+pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// fsyncs the directory holding `path`, so a rename in it is durable.
+pub fn sync_parent_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Journal {
+        let mut j = Journal::new(
+            vec!["http://a/x".into()],
+            Validators {
+                length: Some(1000),
+                etag: Some("\"abc\"".into()),
+                last_modified: None,
+            },
+        );
+        j.done = RangeSet::from_ranges([0..10, 20..30]);
+        j
+    }
+
+    #[test]
+    fn round_trip_and_tamper_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ferry");
+        let mut j = sample();
+        j.save(&path).unwrap();
+        assert_eq!(Journal::load(&path).unwrap().unwrap(), j);
+        let text = fs::read_to_string(&path).unwrap().replace("20,30", "20,40");
+        fs::write(&path, text).unwrap();
+        let err = Journal::load(&path).unwrap_err().to_string();
+        assert!(err.contains("checksum"), "{err}");
+        fs::write(&path, "").unwrap();
+        assert!(Journal::load(&path).is_err());
+        fs::write(&path, "FERRY-JOURNAL 99\n{}\nblake3:00\n").unwrap();
+        assert!(
+            Journal::load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("version 99")
+        );
+        assert!(
+            Journal::load(&dir.path().join("none.ferry"))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn validators_difference() {
+        let a = Validators {
+            length: Some(1),
+            etag: Some("\"a\"".into()),
+            last_modified: None,
+        };
+        let mut b = a.clone();
+        assert_eq!(a.difference(&b), None);
+        b.etag = Some("\"b\"".into());
+        assert!(a.difference(&b).unwrap().contains("ETag"));
+        b = a.clone();
+        b.length = Some(2);
+        assert!(a.difference(&b).unwrap().contains("length"));
+        b = Validators::default();
+        assert_eq!(a.difference(&b), None);
+    }
+}

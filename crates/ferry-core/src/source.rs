@@ -1,0 +1,277 @@
+//! `HttpSource`: one URL (a mirror) as a source of byte ranges. Builds one HTTP client per
+//! connection (so HTTP/2 never folds our connections into one socket), sends range requests
+//! with `If-Range`, and sorts each answer into data, a retryable failure or a fatal error.
+
+use crate::error::Error;
+use crate::journal::Validators;
+use crate::limits::parse_retry_after;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use reqwest::{Client, Response, StatusCode};
+use std::sync::Mutex;
+use std::time::Duration;
+use url::Url;
+
+/// Why one attempt failed, and whether retrying can help.
+#[derive(Debug)]
+pub enum Failure {
+    /// Try again after a backoff (network error, 5xx, 429, stall, short body, bad range).
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    /// The remote file is not the one the partial download started from.
+    Changed(String),
+    /// Retrying cannot help (404, 403, disk error…).
+    Fatal(Error),
+}
+
+/// Connection settings shared by all clients of a transfer.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    pub connect_timeout: Duration,
+    pub headers: HeaderMap,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(15),
+            headers: HeaderMap::new(),
+            user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
+        }
+    }
+}
+
+/// A client with its own connection pool: one per ferry connection.
+pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
+    let mut headers = opts.headers.clone();
+    headers
+        .entry(header::ACCEPT_ENCODING)
+        .or_insert(HeaderValue::from_static("identity"));
+    Client::builder()
+        .user_agent(opts.user_agent.clone())
+        .default_headers(headers)
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))
+}
+
+/// One URL and what we learned about it.
+#[derive(Debug)]
+pub struct HttpSource {
+    /// The URL as given.
+    pub url: Url,
+    state: Mutex<SourceState>,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    /// Where redirects ended; later range requests go straight there.
+    effective: Option<Url>,
+    validators: Option<Validators>,
+    disabled: Option<String>,
+}
+
+impl HttpSource {
+    pub fn new(url: Url) -> Self {
+        HttpSource {
+            url,
+            state: Mutex::new(SourceState::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceState> {
+        self.state.lock().expect("source state lock")
+    }
+
+    /// The URL requests should use now (after redirects).
+    pub fn request_url(&self) -> Url {
+        self.lock()
+            .effective
+            .clone()
+            .unwrap_or_else(|| self.url.clone())
+    }
+
+    pub fn set_effective(&self, url: Url) {
+        self.lock().effective = Some(url);
+    }
+
+    pub fn validators(&self) -> Option<Validators> {
+        self.lock().validators.clone()
+    }
+
+    pub fn set_validators(&self, v: Validators) {
+        self.lock().validators = Some(v);
+    }
+
+    pub fn disable(&self, why: String) {
+        self.lock().disabled = Some(why);
+    }
+
+    pub fn disabled(&self) -> Option<String> {
+        self.lock().disabled.clone()
+    }
+
+    /// GET with an optional `Range: bytes=start-[end-1]` and `If-Range`.
+    pub async fn get(
+        &self,
+        client: &Client,
+        range: Option<(u64, Option<u64>)>,
+        if_range: Option<&str>,
+    ) -> Result<Response, Failure> {
+        let url = self.request_url();
+        let mut req = client.get(url.clone());
+        if let Some((start, end)) = range {
+            let value = match end {
+                Some(end) => format!("bytes={start}-{}", end - 1),
+                None => format!("bytes={start}-"),
+            };
+            req = req.header(header::RANGE, value);
+            if let Some(v) = if_range {
+                req = req.header(header::IF_RANGE, v);
+            }
+        }
+        let resp = req.send().await.map_err(|e| Failure::Transient {
+            reason: describe(&e),
+            retry_after: None,
+        })?;
+        classify(resp, &self.url)
+    }
+}
+
+/// Sorts a response by status: 2xx passes, the rest become failures.
+fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
+    let status = resp.status();
+    if status.is_success() || status == StatusCode::RANGE_NOT_SATISFIABLE {
+        return Ok(resp);
+    }
+    let retry_after = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let code = status.as_u16();
+    let transient = matches!(code, 408 | 425 | 429 | 500 | 502 | 503 | 504)
+        || (code >= 500 && code != 501 && code != 505);
+    if transient {
+        return Err(Failure::Transient {
+            reason: format!("server answered {status}"),
+            retry_after,
+        });
+    }
+    let hint = match code {
+        401 => "; the server wants credentials (pass them with -H 'Authorization: …')",
+        403 => "; access is forbidden (check the URL, a token or -H headers)",
+        404 | 410 => "; check the URL",
+        _ => "",
+    };
+    Err(Failure::Fatal(Error::HttpStatus {
+        url: url.to_string(),
+        status: code,
+        hint: hint.to_string(),
+    }))
+}
+
+/// A short, human description of a reqwest error, including its causes.
+pub fn describe(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "could not connect".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "connection broke while reading the body".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+/// `Content-Range: bytes a-b/total` → (a, b exclusive, total); `bytes */total` → (0, 0, total).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    if range.trim() == "*" {
+        return Some((0, 0, total));
+    }
+    let (a, b) = range.trim().split_once('-')?;
+    let (a, b): (u64, u64) = (a.parse().ok()?, b.parse().ok()?);
+    if b < a || total.is_some_and(|t| b >= t) {
+        return None;
+    }
+    Some((a, b + 1, total))
+}
+
+/// Validators of a response; `length` is the whole file's (from Content-Range or Content-Length).
+pub fn validators_of(headers: &HeaderMap, length: Option<u64>) -> Validators {
+    let get = |name: header::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let etag = get(header::ETAG).filter(|e| !e.starts_with("W/"));
+    Validators {
+        length,
+        etag,
+        last_modified: get(header::LAST_MODIFIED),
+    }
+}
+
+/// Content-Length of a response, when present.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range() {
+        assert_eq!(
+            parse_content_range("bytes 0-99/1000"),
+            Some((0, 100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 6, None)));
+        assert_eq!(
+            parse_content_range("bytes */1000"),
+            Some((0, 0, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes 10-5/1000"), None);
+        assert_eq!(parse_content_range("bytes 0-1000/1000"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+    }
+
+    #[test]
+    fn weak_etags_are_not_validators() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ETAG, HeaderValue::from_static("W/\"x\""));
+        h.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        let v = validators_of(&h, Some(3));
+        assert_eq!(v.etag, None);
+        assert_eq!(v.if_range(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+    }
+}

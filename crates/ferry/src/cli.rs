@@ -1,0 +1,124 @@
+//! Command-line syntax (clap): the commands, their flags and help texts with examples.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Move large files fast over many connections; never lose work to an interruption.",
+    after_help = "Run 'ferry <command> --help' for a command's options and examples."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Download files over many connections; rerun the same command to resume.
+    #[command(after_help = GET_EXAMPLES)]
+    Get(GetArgs),
+    /// Show what a resume journal says: source, validators, done and missing bytes.
+    Status(StatusArgs),
+}
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  ferry get https://example.com/big.iso
+      download into the current directory with 8 connections
+  ferry get -x 16 -o big.iso https://a.example/big.iso https://b.example/big.iso
+      one file from two mirrors over 16 connections
+  ferry get -i urls.txt -d downloads -j 4
+      a list (one URL per line; tab-separated mirrors), 4 files at a time
+  ferry get --checksum sha-256=9f86d08... --limit-rate 20M URL
+      verify the result, cap the total speed at 20 MiB/s
+  ferry get --json URL | jq .
+      one JSON event per line (start, progress, retry, warning, done, error)
+
+Exit codes: 0 done and verified, 1 failed, 2 usage error, 3 interrupted (rerun to resume).
+Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part.";
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    /// URLs to download. With -o they are mirrors of one file; without, separate files.
+    pub urls: Vec<String>,
+
+    /// Save to this file (several URLs are then mirrors of it).
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        conflicts_with = "input"
+    )]
+    pub output: Option<PathBuf>,
+
+    /// Save into this directory, under the name the server or URL gives.
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Connections per file: a number, or 'auto' (8).
+    #[arg(
+        short = 'x',
+        long = "connections",
+        value_name = "N|auto",
+        default_value = "auto"
+    )]
+    pub connections: String,
+
+    /// Read URLs from this file ('-' for standard input): one file per line, mirrors separated
+    /// by tabs; blank lines and lines starting with '#' are skipped.
+    #[arg(short = 'i', long = "input-file", value_name = "LIST")]
+    pub input: Option<PathBuf>,
+
+    /// Files downloaded at the same time.
+    #[arg(short = 'j', long = "jobs", value_name = "JOBS", default_value_t = 4)]
+    pub jobs: usize,
+
+    /// Verify the finished file: ALGO=HEX with ALGO sha-256, sha-512, sha-1, md5 or blake3.
+    #[arg(long, value_name = "ALGO=HEX")]
+    pub checksum: Option<String>,
+
+    /// Cap the total speed, e.g. 500K, 20M, 1G (bytes per second).
+    #[arg(long = "limit-rate", value_name = "RATE")]
+    pub limit_rate: Option<String>,
+
+    /// Extra request header, e.g. -H 'Authorization: Bearer T' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
+    pub headers: Vec<String>,
+
+    /// Attempts in a row without progress before a connection gives up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Discard any partial download (and an existing file) and start from zero.
+    #[arg(long)]
+    pub restart: bool,
+
+    /// If the remote file changed since the partial download began, fail instead of starting over.
+    #[arg(long = "no-restart", conflicts_with = "restart")]
+    pub no_restart: bool,
+
+    /// Seconds without receiving data before a connection is dropped and retried.
+    #[arg(long = "read-timeout", value_name = "SECS", default_value_t = 30.0)]
+    pub read_timeout: f64,
+
+    /// Seconds to wait for a connection to open.
+    #[arg(long = "connect-timeout", value_name = "SECS", default_value_t = 15.0)]
+    pub connect_timeout: f64,
+
+    /// Print one JSON event per line on stdout instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// A file being downloaded (its name, its .part or its .ferry), or a directory.
+    pub path: PathBuf,
+}
