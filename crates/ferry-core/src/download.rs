@@ -137,7 +137,7 @@ impl DownloadBuilder {
     }
 
     /// How often progress is made durable: every `every` (default 1 s), and after `bytes` per
-    /// connection (default 1 MiB) but at most every 100 ms.
+    /// connection (default 512 KiB) but at most every 50 ms.
     pub fn checkpoint(mut self, every: Duration, bytes: Option<u64>) -> Self {
         self.checkpoint_interval = every;
         self.checkpoint_bytes = bytes;
@@ -483,7 +483,7 @@ impl Download {
             checkpoint_due: Notify::new(),
             fetched: AtomicU64::new(0),
             since_checkpoint: AtomicU64::new(0),
-            checkpoint_bytes: b.checkpoint_bytes.unwrap_or(1 << 20) * connections as u64,
+            checkpoint_bytes: b.checkpoint_bytes.unwrap_or(512 << 10) * connections as u64,
             failure: Mutex::new(None),
             eof_at: Mutex::new(None),
             display: display.clone(),
@@ -1276,13 +1276,13 @@ async fn save_checkpoint(
 }
 
 /// Checkpoints every interval, or sooner when enough bytes arrived (but not more often than
-/// every 100 ms, so a fast link does not spend its time in fsync).
+/// every 50 ms, so a fast link does not spend its time in fsync).
 async fn checkpoint_loop(
     shared: Arc<Shared>,
     journal: Arc<tokio::sync::Mutex<(Journal, PathBuf)>>,
 ) {
     let every = shared.cfg.builder.checkpoint_interval;
-    let min_gap = Duration::from_millis(100).min(every);
+    let min_gap = Duration::from_millis(50).min(every);
     loop {
         let last = Instant::now();
         tokio::select! {

@@ -1,0 +1,370 @@
+//! The `ferry` binary end to end against real servers (nginx, `python3 -m http.server`) and the
+//! fault server: byte-identical results, SIGKILL and resume, Ctrl-C, exit codes, JSON events,
+//! lists, and `ferry status`.
+
+use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
+use ferry_testkit::nginx::{Nginx, NginxOptions};
+use ferry_testkit::pyserver::PyHttpServer;
+use ferry_testkit::util::{files_equal, random_bytes, write_random_file};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: u64 = 1 << 20;
+
+fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(args: &[&str], cwd: &Path) -> Output {
+    ferry()
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run ferry")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+fn kill(child: &mut Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn nginx_plain_and_per_connection_throttled() {
+    let root = tempfile::tempdir().unwrap();
+    write_random_file(root.path().join("big.bin"), 64 * MIB + 17, 1).unwrap();
+    let nginx = Nginx::start_with(
+        root.path(),
+        NginxOptions {
+            limit_rate: Some("20m".into()),
+            ..Default::default()
+        },
+    );
+    let out = tempfile::tempdir().unwrap();
+
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "8",
+            "-o",
+            "plain.bin",
+            &nginx.url("big.bin"),
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("big.bin"),
+        &out.path().join("plain.bin")
+    ));
+
+    // Throttled per connection: 4 connections each limited by nginx.
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "4",
+            "-o",
+            "slow.bin",
+            &nginx.slow_url("big.bin"),
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("big.bin"),
+        &out.path().join("slow.bin")
+    ));
+    let ranged = nginx
+        .access_log()
+        .iter()
+        .filter(|e| e.status == 206)
+        .count();
+    assert!(ranged >= 8, "both downloads used range requests ({ranged})");
+
+    // -d: the name comes from the URL; nothing but the file is left behind.
+    let o = run(
+        &["get", "-q", "-d", "sub", &nginx.url("big.bin")],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<_> = std::fs::read_dir(out.path().join("sub"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("big.bin")]);
+}
+
+#[test]
+fn python_http_server_without_range_support() {
+    let root = tempfile::tempdir().unwrap();
+    write_random_file(root.path().join("f.bin"), 9 * MIB + 5, 2).unwrap();
+    let py = PyHttpServer::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let o = run(
+        &["get", "-x", "8", "-o", "f.bin", &py.url("f.bin")],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not support byte ranges"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(files_equal(
+        &root.path().join("f.bin"),
+        &out.path().join("f.bin")
+    ));
+}
+
+/// SIGKILL at a random instant, rerun: byte-identical, and the bytes the server sent in total
+/// exceed the file by at most 8 MiB (128 MiB file, 4 connections).
+#[test]
+fn sigkill_then_rerun_is_identical_and_wastes_little() {
+    let len = 128 * MIB;
+    let data = random_bytes(len as usize, 3);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("big.bin".into(), data.clone())],
+        faults: Faults {
+            rate_per_conn: Some(10 * MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = srv.url("big.bin");
+    let args = ["get", "-q", "-x", "4", "-o", "big.bin", url.as_str()];
+
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let kill_after = 8 * MIB + seed % (80 * MIB);
+    eprintln!("killing after the server sent {kill_after} bytes (seed {seed})");
+    let mut child = ferry().args(args).current_dir(out.path()).spawn().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || srv.body_bytes_sent()
+            >= kill_after),
+        "transfer never got going"
+    );
+    kill(&mut child, "-KILL");
+    child.wait().unwrap();
+    assert!(
+        out.path().join("big.bin.part").exists(),
+        "the partial download is kept"
+    );
+    assert!(!out.path().join("big.bin").exists());
+
+    let o = run(&args, out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = std::fs::read(out.path().join("big.bin")).unwrap();
+    assert!(got == data, "the resumed file differs");
+    assert!(
+        !out.path().join("big.bin.ferry").exists() && !out.path().join("big.bin.part").exists()
+    );
+    let extra = srv.body_bytes_sent() - len;
+    eprintln!(
+        "extra bytes fetched: {extra} ({:.2} MiB)",
+        extra as f64 / MIB as f64
+    );
+    assert!(extra <= 8 * MIB, "fetched {extra} bytes more than the file");
+}
+
+#[test]
+fn ctrl_c_pauses_with_exit_3_and_status_shows_the_journal() {
+    let data = random_bytes(24 * MIB as usize, 4);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults {
+            rate_per_conn: Some(2 * MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = srv.url("f.bin");
+    let mut child = ferry()
+        .args(["get", "-x", "2", "-o", "f.bin", &url])
+        .current_dir(out.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || srv
+        .body_bytes_sent()
+        >= 3 * MIB));
+    kill(&mut child, "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("rerun the same command to resume"),
+        "{}",
+        stderr(&o)
+    );
+
+    let st = run(&["status", "f.bin"], out.path());
+    assert!(st.status.success(), "{}", stderr(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("partial") && text.contains(&url) && text.contains("missing:"),
+        "{text}"
+    );
+
+    srv.set_faults(Faults::default());
+    let o = run(&["get", "-q", "-x", "2", "-o", "f.bin", &url], out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == data);
+    let st = run(&["status", "f.bin"], out.path());
+    assert!(String::from_utf8_lossy(&st.stdout).contains("complete"));
+}
+
+#[test]
+fn exit_codes_and_clear_errors() {
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), random_bytes(1000, 5))],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let o = run(&["get", "-x", "zero", &srv.url("f.bin")], out.path());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("-x"), "{}", stderr(&o));
+    let o = run(&["get", "--bogus-flag"], out.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = run(
+        &["get", "--checksum", "sha-256=xyz", &srv.url("f.bin")],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    let o = run(&["get", "-o", "x.bin", &srv.url("nope.bin")], out.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("404") && stderr(&o).contains("check the URL"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.path().join("x.bin").exists());
+
+    let o = run(
+        &[
+            "get",
+            "-o",
+            "x.bin",
+            "--checksum",
+            &format!("md5={}", "0".repeat(32)),
+            &srv.url("f.bin"),
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("checksum mismatch") && stderr(&o).contains("x.bin.part"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.path().join("x.bin").exists() && out.path().join("x.bin.part").exists());
+}
+
+#[test]
+fn json_events_are_one_object_per_line() {
+    let data = random_bytes(3 * MIB as usize, 6);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data)],
+        faults: Faults {
+            fail_first: 1,
+            fail_status: 503,
+            retry_after: Some(0),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    let o = run(
+        &["get", "--json", "-o", "f.bin", &srv.url("f.bin")],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"retry") && kinds.contains(&"start") && kinds.last() == Some(&"done"),
+        "{kinds:?}"
+    );
+    let done = events.last().unwrap();
+    assert_eq!(done["bytes"], 3 * MIB);
+
+    let o = run(
+        &["get", "--json", "-o", "g.bin", &srv.url("missing")],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error");
+    assert!(last["message"].as_str().unwrap().contains("404"));
+}
+
+#[test]
+fn list_input_with_parallel_jobs_and_mirrors() {
+    let root = tempfile::tempdir().unwrap();
+    for i in 0..6 {
+        write_random_file(
+            root.path().join(format!("f{i}.bin")),
+            MIB + i * 1000,
+            10 + i,
+        )
+        .unwrap();
+    }
+    let nginx = Nginx::start(root.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut list = String::from("# a comment\n\n");
+    for i in 0..5 {
+        list.push_str(&nginx.url(&format!("f{i}.bin")));
+        list.push('\n');
+    }
+    // f5 from two "mirrors" (the same nginx under two URLs).
+    list.push_str(&format!(
+        "{}\t{}\n",
+        nginx.url("f5.bin"),
+        nginx.slow_url("f5.bin")
+    ));
+    std::fs::write(out.path().join("list.txt"), list).unwrap();
+    let o = run(
+        &["get", "-q", "-i", "list.txt", "-j", "3", "-d", "dl"],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for i in 0..6 {
+        let name = format!("f{i}.bin");
+        assert!(
+            files_equal(&root.path().join(&name), &out.path().join("dl").join(&name)),
+            "{name}"
+        );
+    }
+}
