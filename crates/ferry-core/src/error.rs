@@ -8,6 +8,10 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// The environment stops us (TLS roots cannot be loaded, a runtime cannot start…).
+    #[error("{0}")]
+    Setup(String),
+
     #[error("{url}: the server answered {status}{hint}")]
     HttpStatus {
         url: String,

@@ -57,7 +57,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .pool_max_idle_per_host(1)
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
-        .map_err(|e| Error::Usage(format!("cannot set up the HTTP client: {e}")))
+        .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", describe(&e))))
 }
 
 /// One URL and what we learned about it.
