@@ -416,6 +416,13 @@ impl Download {
             if total == Some(on_disk) {
                 drop(probe);
                 let verified = self.verify(&dest, &[]).await?;
+                b.events.emit(Event::Done {
+                    file: dest.display().to_string(),
+                    bytes: on_disk,
+                    fetched: 0,
+                    secs: started.elapsed().as_secs_f64(),
+                    verified: verified.clone(),
+                });
                 return Ok(Outcome {
                     path: dest,
                     bytes: on_disk,

@@ -73,6 +73,9 @@ pub enum Error {
     #[error("{} already exists; pass --restart to download it again, or choose another name with -o", path.display())]
     Exists { path: PathBuf },
 
+    #[error("{} is being written by another ferry process; wait for it or stop it first", path.display())]
+    Busy { path: PathBuf },
+
     /// Stopped by the caller (Ctrl-C); the journal is saved and a rerun resumes.
     #[error("interrupted; progress is saved, rerun the same command to resume")]
     Cancelled,

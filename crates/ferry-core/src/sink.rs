@@ -26,6 +26,16 @@ impl PartFile {
             .truncate(truncate)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
+        // One writer per part file: a second ferry on the same output would interleave.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Busy {
+                    path: path.to_owned(),
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e)),
+        }
         if let Some(len) = len {
             let cur = file.metadata().map_err(|e| Error::io(path, e))?.len();
             if cur != len {

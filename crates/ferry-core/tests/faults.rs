@@ -677,3 +677,44 @@ async fn request_headers_are_sent() {
             .all(|r| r.header("authorization") == Some("Bearer sekret"))
     );
 }
+
+#[tokio::test]
+async fn a_second_writer_on_the_same_output_is_refused() {
+    let data = random_bytes(8 * MIB, 15);
+    let srv = server(
+        &data,
+        Faults {
+            rate_per_conn: Some(2 << 20),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.bin");
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_tx = Mutex::new(Some(started_tx));
+    let sink = EventSink::new(move |e| {
+        if matches!(e, Event::Start { .. }) {
+            if let Some(tx) = started_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let cancel = CancellationToken::new();
+    let download = builder(&srv.url("f.bin"), &out)
+        .events(sink)
+        .build()
+        .unwrap();
+    let c = cancel.clone();
+    let first = tokio::spawn(async move { download.run(c).await });
+    started_rx.await.unwrap();
+    let err = builder(&srv.url("f.bin"), &out)
+        .build()
+        .unwrap()
+        .run(CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Busy { .. }), "{err}");
+    cancel.cancel();
+    assert!(matches!(first.await.unwrap(), Err(Error::Cancelled)));
+}

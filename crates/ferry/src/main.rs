@@ -34,6 +34,9 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async {
+        // A file size limit (ulimit -f) must end in a clear EFBIG error with the journal saved,
+        // not in death by SIGXFSZ: listening for the signal replaces its default action.
+        let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(25));
         match cli.command {
             cli::Command::Get(args) => get::run(args).await,
             cli::Command::Status(args) => status::run(args),

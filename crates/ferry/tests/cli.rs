@@ -498,3 +498,48 @@ fn https_via_rustls_with_certificate_verification() {
     );
     assert!(!out.path().join("t.bin").exists());
 }
+
+/// HTTP_PROXY routes requests through the proxy (here the fault server, which accepts
+/// absolute-form targets as a forward proxy would); NO_PROXY exempts a host.
+#[test]
+fn http_proxy_and_no_proxy_are_honoured() {
+    let data = random_bytes(2 * MIB as usize, 21);
+    let proxy = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let url = "http://ferry-proxy-test.invalid/f.bin";
+    let proxy_url = format!("http://{}", proxy.addr());
+    let o = ferry()
+        .args(["get", "-q", "-x", "2", "-o", "p.bin", url])
+        .env("HTTP_PROXY", &proxy_url)
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .current_dir(out.path())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("p.bin")).unwrap() == data);
+    assert!(
+        proxy
+            .requests()
+            .iter()
+            .all(|r| r.path.starts_with("http://ferry-proxy-test.invalid/"))
+    );
+
+    let before = proxy.request_count();
+    let o = ferry()
+        .args(["get", "-q", "--retries", "0", "-o", "n.bin", url])
+        .env("HTTP_PROXY", &proxy_url)
+        .env("NO_PROXY", "ferry-proxy-test.invalid")
+        .current_dir(out.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "the host does not resolve without the proxy"
+    );
+    assert_eq!(proxy.request_count(), before, "NO_PROXY bypassed the proxy");
+}
