@@ -321,10 +321,8 @@ impl Download {
                 .map(|n| d.join(n))
                 .filter(|p| Journal::path_for(p).exists()),
         };
-        if restart {
-            if let Some(d) = &dest {
-                discard_partial(d)?;
-            }
+        if restart && let Some(d) = &dest {
+            discard_partial(d)?;
         }
         let mut journal = match &dest {
             Some(d) => self.load_journal(d)?,

@@ -39,20 +39,20 @@ impl Validators {
     /// Describes how `other` differs from `self`, or `None` when they agree. A validator missing
     /// on one side is not a difference (servers do not always send them).
     pub fn difference(&self, other: &Validators) -> Option<String> {
-        if let (Some(a), Some(b)) = (self.length, other.length) {
-            if a != b {
-                return Some(format!("length changed from {a} to {b} bytes"));
-            }
+        if let (Some(a), Some(b)) = (self.length, other.length)
+            && a != b
+        {
+            return Some(format!("length changed from {a} to {b} bytes"));
         }
-        if let (Some(a), Some(b)) = (&self.etag, &other.etag) {
-            if a != b {
-                return Some(format!("ETag changed from {a} to {b}"));
-            }
+        if let (Some(a), Some(b)) = (&self.etag, &other.etag)
+            && a != b
+        {
+            return Some(format!("ETag changed from {a} to {b}"));
         }
-        if let (Some(a), Some(b)) = (&self.last_modified, &other.last_modified) {
-            if a != b {
-                return Some(format!("Last-Modified changed from {a} to {b}"));
-            }
+        if let (Some(a), Some(b)) = (&self.last_modified, &other.last_modified)
+            && a != b
+        {
+            return Some(format!("Last-Modified changed from {a} to {b}"));
         }
         None
     }
@@ -135,10 +135,10 @@ impl Journal {
         if !journal.done.is_well_formed() {
             return Err("done ranges are not sorted and disjoint".into());
         }
-        if let Some(len) = journal.validators.length {
-            if journal.done.max_end() > len {
-                return Err("done ranges extend past the file length".into());
-            }
+        if let Some(len) = journal.validators.length
+            && journal.done.max_end() > len
+        {
+            return Err("done ranges extend past the file length".into());
         }
         Ok(journal)
     }

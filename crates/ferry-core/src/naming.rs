@@ -40,12 +40,11 @@ pub fn from_content_disposition(value: &str) -> Option<String> {
             let mut parts = val.splitn(3, '\'');
             let charset = parts.next().unwrap_or_default();
             let _lang = parts.next();
-            if let Some(enc) = parts.next() {
-                if charset.eq_ignore_ascii_case("utf-8")
-                    || charset.eq_ignore_ascii_case("iso-8859-1")
-                {
-                    extended = Some(percent_decode_str(enc).decode_utf8_lossy().into_owned());
-                }
+            if let Some(enc) = parts.next()
+                && (charset.eq_ignore_ascii_case("utf-8")
+                    || charset.eq_ignore_ascii_case("iso-8859-1"))
+            {
+                extended = Some(percent_decode_str(enc).decode_utf8_lossy().into_owned());
             }
         } else if key == "filename" {
             plain = Some(unquote(val));

@@ -250,10 +250,10 @@ impl Plan {
         let Some(a) = self.active[w].take() else {
             return;
         };
-        if let Some(p) = a.partner {
-            if let Some(pa) = self.active[p].as_mut() {
-                pa.partner = None;
-            }
+        if let Some(p) = a.partner
+            && let Some(pa) = self.active[p].as_mut()
+        {
+            pa.partner = None;
         }
         // Claimed bytes before `pos` may never have been written (a failed write), so look at
         // the whole span the assignment ever covered.

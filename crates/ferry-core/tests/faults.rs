@@ -406,10 +406,10 @@ async fn interrupted_run(
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     let sink = EventSink::new(move |e| {
-        if let Event::Progress { done, .. } = e {
-            if done >= at_least {
-                c.cancel();
-            }
+        if let Event::Progress { done, .. } = e
+            && done >= at_least
+        {
+            c.cancel();
         }
     });
     builder(url, out)
@@ -516,10 +516,11 @@ async fn a_file_changing_mid_download_is_detected_by_if_range() {
     let (s2, ch, new2) = (srv.clone(), changed.clone(), new.clone());
     let (collector, events) = collect();
     let sink = EventSink::new(move |e| {
-        if let Event::Progress { done, .. } = &e {
-            if *done > 2 * MIB as u64 && !ch.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                s2.set_file("f.bin", new2.clone());
-            }
+        if let Event::Progress { done, .. } = &e
+            && *done > 2 * MIB as u64
+            && !ch.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            s2.set_file("f.bin", new2.clone());
         }
         collector.emit(e);
     });
@@ -694,10 +695,10 @@ async fn a_second_writer_on_the_same_output_is_refused() {
     let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
     let started_tx = Mutex::new(Some(started_tx));
     let sink = EventSink::new(move |e| {
-        if matches!(e, Event::Start { .. }) {
-            if let Some(tx) = started_tx.lock().unwrap().take() {
-                let _ = tx.send(());
-            }
+        if matches!(e, Event::Start { .. })
+            && let Some(tx) = started_tx.lock().unwrap().take()
+        {
+            let _ = tx.send(());
         }
     });
     let cancel = CancellationToken::new();
