@@ -48,8 +48,11 @@ pub async fn run(args: GetArgs) -> u8 {
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             let r = d.run(cancel).await;
-            if let Err(e) = &r {
-                reporter.error(i, &name, &e.to_string(), e.is_resumable());
+            match &r {
+                // A pause is reported once for the whole run (below), except to scripts.
+                Err(e @ Error::Cancelled) => reporter.paused(i, &name, &e.to_string()),
+                Err(e) => reporter.error(i, &name, &e.to_string(), e.is_resumable()),
+                Ok(_) => {}
             }
             r
         }));

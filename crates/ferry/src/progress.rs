@@ -190,6 +190,16 @@ impl Reporter {
         }
     }
 
+    /// A job stopped by Ctrl-C: a JSON `error` event marked resumable; people get one note for
+    /// the whole run instead.
+    pub fn paused(&self, job: usize, file: &str, message: &str) {
+        if self.mode == Mode::Json {
+            self.error(job, file, message, true);
+        } else if let Some(bar) = self.bars.lock().expect("bars lock").remove(&job) {
+            bar.abandon();
+        }
+    }
+
     /// A line for people (not in JSON mode, not with -q).
     pub fn note(&self, message: &str) {
         if matches!(self.mode, Mode::Bars | Mode::Lines) {

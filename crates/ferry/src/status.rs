@@ -120,11 +120,12 @@ fn show(target: &Path) -> u8 {
         "last-modified: {}",
         v.last_modified.as_deref().unwrap_or("-")
     );
+    let updated = std::time::UNIX_EPOCH + std::time::Duration::from_secs(journal.updated);
     println!(
-        "journal:       {} (format {}, updated {} s since epoch)",
+        "journal:       {} (format {}, updated {})",
         jpath.display(),
         journal.version,
-        journal.updated
+        httpdate::fmt_http_date(updated)
     );
     exit::OK
 }
