@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine with the Rust toolchain (and on CI).
+#   scripts/test.sh            # from anywhere inside the repo
+# Installs what the tests need when it is missing (nginx, python3, curl, openssl; via apt-get, as root
+# or with sudo), then: rustfmt check, clippy -D warnings, release build of ferry, all tests in
+# release mode (cargo-nextest when installed, plus doc tests; else cargo test).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+start=$(date +%s)
+declare -a summary=()
+failed=()
+# step NAME CMD...: runs every step even after a failure (so one run shows everything that is
+# wrong), and the script exits non-zero at the end if any step failed.
+step() {
+    local name=$1; shift
+    local t0 rc=0; t0=$(date +%s)
+    echo
+    echo "==> $name: $*"
+    "$@" || rc=$?
+    if [ "$rc" = 0 ]; then
+        summary+=("ok    $name ($(( $(date +%s) - t0 ))s)")
+    else
+        summary+=("FAIL  $name ($(( $(date +%s) - t0 ))s, exit $rc)")
+        failed+=("$name")
+    fi
+}
+print_summary() {
+    echo
+    echo "==> summary ($(( $(date +%s) - start ))s total)"
+    printf '  %s\n' "${summary[@]}"
+}
+
+# --- system packages the tests need -----------------------------------------------------
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=(sudo -n); else SUDO=(); fi
+fi
+apt_updated=0
+apt_install() { # apt_install PKG... (first available name wins for alternatives "a|b")
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "scripts/test.sh: apt-get not found; install $* yourself" >&2
+        return 1
+    fi
+    if [ "$(id -u)" != 0 ] && [ ${#SUDO[@]} = 0 ]; then
+        echo "scripts/test.sh: need root or sudo to install $*" >&2
+        return 1
+    fi
+    if [ "$apt_updated" = 0 ]; then
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+have_nginx() { [ -n "${FERRY_NGINX:-}" ] || [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1; }
+
+need=()
+have_nginx || need+=(nginx)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)   # certificates for the HTTPS test
+if [ ${#need[@]} -gt 0 ]; then
+    echo "==> installing missing test dependencies: ${need[*]}"
+    pkgs=()
+    for n in "${need[@]}"; do
+        case $n in
+            nginx) pkgs+=(nginx-light) ;;
+            *) pkgs+=("$n") ;;
+        esac
+    done
+    # nginx-light is gone from newer Debian releases (it became a transitional package or was
+    # dropped): fall back to plain nginx.
+    if ! apt_install "${pkgs[@]}"; then
+        pkgs=("${pkgs[@]/nginx-light/nginx}")
+        apt_install "${pkgs[@]}"
+    fi
+    have_nginx || { echo "scripts/test.sh: nginx still missing after install" >&2; exit 1; }
+fi
+nginx_bin=${FERRY_NGINX:-/usr/sbin/nginx}
+[ -x "$nginx_bin" ] || nginx_bin=$(command -v nginx)
+echo "==> tools: $("$nginx_bin" -v 2>&1), $(python3 --version), $(curl --version | head -1 | cut -d' ' -f1-2)"
+
+for comp in rustfmt clippy; do
+    sub=${comp/rustfmt/fmt}
+    if ! cargo "$sub" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+        echo "==> installing rustup component $comp"
+        rustup component add "$comp" || true
+    fi
+done
+
+# --- checks and tests ---------------------------------------------------------------------
+step fmt cargo fmt --all -- --check --color never
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+step build cargo build --release -p ferry
+
+testlog=$(mktemp -t ferry-test-log.XXXXXX)
+trap 'rm -f "$testlog"' EXIT
+logged() { "$@" 2>&1 | tee -a "$testlog"; }
+# One plain closing line over every runner: "tests: N passed, N failed, N skipped".
+count_tests() {
+    awk '
+        / tests? run: / {   # nextest: "Summary [ 1.2s] 12 tests run: 11 passed, 1 failed, 0 skipped"
+            for (i = 1; i <= NF; i++) {
+                w = $i; gsub(/[,;]/, "", w)
+                if (w == "passed") p += $(i-1); else if (w == "failed") f += $(i-1);
+                else if (w == "skipped") s += $(i-1); else if (w == "timed") f += $(i-1)
+            }
+        }
+        /^test result: / {  # cargo test: "test result: ok. 5 passed; 0 failed; 1 ignored; ..."
+            for (i = 1; i <= NF; i++) {
+                w = $i; gsub(/[,;]/, "", w)
+                if (w == "passed") p += $(i-1); else if (w == "failed") f += $(i-1);
+                else if (w == "ignored") s += $(i-1)
+            }
+        }
+        END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }
+    ' "$testlog"
+}
+
+if cargo nextest --version >/dev/null 2>&1; then
+    # nextest runs each test in its own process, so a crash or a hang is one failed test, not
+    # the end of the run (.config/nextest.toml kills a test hung for 5 minutes). nextest does
+    # not run doc tests, so they run separately.
+    step tests logged cargo nextest run --workspace --release --no-fail-fast
+    step doctests logged cargo test --doc --workspace --release
+else
+    # Without nextest, a hung test would hang CI: bound the whole run instead.
+    step tests logged timeout -k 30 45m cargo test --workspace --release --no-fail-fast
+fi
+
+print_summary
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "scripts/test.sh: FAILED steps: ${failed[*]}"
+    count_tests   # the closing line: "tests: N passed, N failed, N skipped"
+    exit 1
+fi
+echo "scripts/test.sh: all steps passed"
+count_tests
