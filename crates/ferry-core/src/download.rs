@@ -1281,13 +1281,16 @@ async fn save_checkpoint(
 }
 
 /// Checkpoints every interval, or sooner when enough bytes arrived (but not more often than
-/// every 50 ms, so a fast link does not spend its time in fsync).
+/// every 50 ms, or 10× the last checkpoint's duration, so a fast link does not spend its time
+/// in fsync).
 async fn checkpoint_loop(
     shared: Arc<Shared>,
     journal: Arc<tokio::sync::Mutex<(Journal, PathBuf)>>,
 ) {
     let every = shared.cfg.builder.checkpoint_interval;
-    let min_gap = Duration::from_millis(50).min(every);
+    // Syncing takes the disk's time, not ours, but a sync running all the time slows the
+    // writers: keep the gap between checkpoints at least 10× the last one's duration.
+    let mut min_gap = Duration::from_millis(50).min(every);
     loop {
         let last = Instant::now();
         tokio::select! {
@@ -1305,10 +1308,12 @@ async fn checkpoint_loop(
         if shared.cancel.is_cancelled() {
             return;
         }
+        let t = Instant::now();
         if let Err(e) = save_checkpoint(&shared, &journal).await {
             shared.fail(Failure::Fatal(e));
             return;
         }
+        min_gap = (t.elapsed() * 10).clamp(Duration::from_millis(50), every);
     }
 }
 
