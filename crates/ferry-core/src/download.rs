@@ -393,6 +393,12 @@ impl Download {
                 }
                 return Err(RunError::Changed(diff));
             }
+            if j.validators.if_range().is_none() && !j.done.is_empty() {
+                b.events.emit(Event::Warning {
+                    file: display.clone(),
+                    message: "the server sends neither ETag nor Last-Modified, so a change of the remote file that keeps its length cannot be detected on resume".into(),
+                });
+            }
             if !part_path.exists() {
                 b.events.emit(Event::Warning {
                     file: display.clone(),
