@@ -719,3 +719,45 @@ async fn a_second_writer_on_the_same_output_is_refused() {
     cancel.cancel();
     assert!(matches!(first.await.unwrap(), Err(Error::Cancelled)));
 }
+
+/// One connection crawls (32 KiB/s on a 2 MiB range, about a minute alone) while the others are
+/// fast: stealing and the endgame take its bytes over, so the download ends long before that.
+/// The deadline only turns a hang into a failure; it measures nothing.
+#[tokio::test]
+async fn one_slow_connection_cannot_hold_the_file_hostage() {
+    let data = random_bytes(8 * MIB, 16);
+    let slow_from = 2 * MIB as u64;
+    let srv = server(
+        &data,
+        Faults {
+            slow_at_offset: Some((slow_from, 32 << 10)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.bin");
+    let download = builder(&srv.url("f.bin"), &out).build().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(40),
+        download.run(CancellationToken::new()),
+    )
+    .await
+    .expect("the slow connection held the download hostage")
+    .unwrap();
+    assert_file(&out, &data);
+    let slow = srv
+        .requests()
+        .into_iter()
+        .find(|r| {
+            r.range
+                .as_deref()
+                .is_some_and(|r| r.starts_with(&format!("bytes={slow_from}-")))
+        })
+        .unwrap();
+    assert!(
+        slow.body_bytes < MIB as u64,
+        "the slow response itself delivered only {} bytes",
+        slow.body_bytes
+    );
+}

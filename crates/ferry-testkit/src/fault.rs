@@ -154,6 +154,10 @@ pub struct Faults {
     /// about 1/50 s worth (1 byte to 64 KiB), each written when the schedule
     /// `start + sent / rate` allows it.
     pub rate_per_conn: Option<u64>,
+    /// `(offset, bytes/s)`: responses whose body starts at exactly this file offset are
+    /// throttled to this rate (overriding [`Faults::rate_per_conn`]): one slow connection among
+    /// fast ones, for endgame tests.
+    pub slow_at_offset: Option<(u64, u64)>,
     /// Send `Repr-Digest: sha-256=:BASE64:` (RFC 9530) of the whole file with every file
     /// response (`200`, `206`, `HEAD`). Computed once per file content, on first use, on a
     /// blocking thread (unoptimized in debug builds: roughly 4 s for 128 MiB).
@@ -1251,7 +1255,10 @@ fn build_response(
         chunked,
         stop,
         extra: faults.extra_bytes,
-        rate: faults.rate_per_conn.filter(|&r| r > 0),
+        rate: match faults.slow_at_offset {
+            Some((offset, rate)) if offset == first && rate > 0 => Some(rate),
+            _ => faults.rate_per_conn.filter(|&r| r > 0),
+        },
     };
     (resp, Some(body))
 }
