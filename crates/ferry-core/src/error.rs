@@ -94,7 +94,7 @@ impl Error {
                 path: path.to_owned(),
                 source: std::io::Error::new(
                     source.kind(),
-                    "file too large for this filesystem or the file size limit (ulimit -f); progress is saved",
+                    "the file is larger than this filesystem or the file size limit (ulimit -f) allows; raise the limit and rerun the same command to resume",
                 ),
             };
         }

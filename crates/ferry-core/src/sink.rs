@@ -41,6 +41,7 @@ impl PartFile {
             if cur != len {
                 file.set_len(len).map_err(|e| Error::io(path, e))?;
             }
+            reserve(&file, path, len)?;
         }
         Ok(PartFile {
             file: Arc::new(file),
@@ -84,6 +85,22 @@ impl PartFile {
     /// Sets the final length (for downloads whose length was unknown until the end).
     pub fn set_len(&self, len: u64) -> Result<(), Error> {
         self.file.set_len(len).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Reserves disk blocks for the whole file up front (fallocate), so a full disk is reported
+/// before the transfer rather than in the middle of it. Filesystems without fallocate keep the
+/// sparse file; blocks already written are left as they are.
+fn reserve(file: &File, path: &Path, len: u64) -> Result<(), Error> {
+    if len == 0 {
+        return Ok(());
+    }
+    match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+            Ok(())
+        }
+        Err(e) => Err(Error::io(path, e.into())),
     }
 }
 
