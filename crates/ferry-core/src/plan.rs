@@ -30,6 +30,20 @@ struct Assignment {
     req_end: u64,
 }
 
+impl Assignment {
+    /// A new assignment of `r`, not yet started.
+    fn fresh(r: &Range<u64>) -> Self {
+        Assignment {
+            start: r.start,
+            pos: r.start,
+            end: r.end,
+            partner: None,
+            rate: 0.0,
+            req_end: 0,
+        }
+    }
+}
+
 /// The download's range plan. Worker ids are `0..workers`.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -110,14 +124,7 @@ impl Plan {
         debug_assert!(self.active[w].is_none(), "worker {w} is already assigned");
         if !self.queue.is_empty() {
             let r = self.queue.remove(0);
-            self.active[w] = Some(Assignment {
-                start: r.start,
-                pos: r.start,
-                end: r.end,
-                partner: None,
-                rate: 0.0,
-                req_end: 0,
-            });
+            self.active[w] = Some(Assignment::fresh(&r));
             return Some(r);
         }
         let (victim, _) = self
@@ -138,14 +145,7 @@ impl Plan {
         }
         let r = mid..a.end;
         a.end = mid;
-        self.active[w] = Some(Assignment {
-            start: r.start,
-            pos: r.start,
-            end: r.end,
-            partner: None,
-            rate: 0.0,
-            req_end: 0,
-        });
+        self.active[w] = Some(Assignment::fresh(&r));
         Some(r)
     }
 
@@ -155,14 +155,7 @@ impl Plan {
         debug_assert!(self.active[w].is_none(), "worker {w} is already assigned");
         let i = self.queue.iter().position(|q| q.start == start)?;
         let r = self.queue.remove(i);
-        self.active[w] = Some(Assignment {
-            start: r.start,
-            pos: r.start,
-            end: r.end,
-            partner: None,
-            rate: 0.0,
-            req_end: 0,
-        });
+        self.active[w] = Some(Assignment::fresh(&r));
         Some(r)
     }
 
@@ -190,12 +183,8 @@ impl Plan {
         // Bytes the victim already has are not fetched twice.
         let r = self.done.run_end(a.pos)..a.end;
         self.active[w] = Some(Assignment {
-            start: r.start,
-            pos: r.start,
-            end: r.end,
             partner: Some(victim),
-            rate: 0.0,
-            req_end: 0,
+            ..Assignment::fresh(&r)
         });
         Some(r)
     }

@@ -37,6 +37,17 @@ fn builder(url: &str, out: &Path) -> ferry_core::DownloadBuilder {
         })
 }
 
+/// Builds and runs a download to its end (no cancellation).
+trait Go {
+    fn go(self) -> impl std::future::Future<Output = Result<ferry_core::Outcome, Error>>;
+}
+
+impl Go for ferry_core::DownloadBuilder {
+    async fn go(self) -> Result<ferry_core::Outcome, Error> {
+        self.build().unwrap().run(CancellationToken::new()).await
+    }
+}
+
 fn collect() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let e = events.clone();
@@ -69,12 +80,7 @@ async fn fetch_ok(
     let srv = server(&data, faults).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.bin");
-    let outcome = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    let outcome = builder(&srv.url("f.bin"), &out).go().await.unwrap();
     assert_eq!(outcome.bytes, len as u64);
     assert_file(&out, &data);
     only_final_file_left(dir.path(), "out.bin");
@@ -247,12 +253,7 @@ async fn wrong_content_range_is_a_clear_error() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.bin");
-    let err = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = builder(&srv.url("f.bin"), &out).go().await.unwrap_err();
     assert!(matches!(err, Error::RetriesExhausted { .. }), "{err}");
     assert!(
         err.to_string().contains("wrong Content-Range")
@@ -269,9 +270,7 @@ async fn not_found_fails_fast() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.bin");
     let err = builder(&srv.url("missing.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap_err();
     assert!(
@@ -295,12 +294,7 @@ async fn redirects_are_followed_and_ranges_use_the_final_url() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.bin");
-    builder(&srv.url("r/f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    builder(&srv.url("r/f.bin"), &out).go().await.unwrap();
     assert_file(&out, &data);
     let redirected = srv
         .requests()
@@ -326,9 +320,7 @@ async fn name_from_content_disposition_cannot_escape_the_directory() {
     let outcome = Download::builder()
         .url(srv.url("f.bin"))
         .output(Output::Dir(sub.clone()))
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_eq!(outcome.path, sub.join("evil.txt"));
@@ -351,9 +343,7 @@ async fn user_checksum_and_repr_digest_are_verified() {
     let out = dir.path().join("ok.bin");
     let o = builder(&srv.url("f.bin"), &out)
         .checksum(Expected::parse_spec(&good).unwrap())
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_eq!(o.verified.len(), 2, "{:?}", o.verified);
@@ -364,9 +354,7 @@ async fn user_checksum_and_repr_digest_are_verified() {
     let bad = format!("md5={}", "0".repeat(32));
     let err = builder(&srv.url("f.bin"), &out)
         .checksum(Expected::parse_spec(&bad).unwrap())
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap_err();
     assert!(matches!(err, Error::ChecksumMismatch { .. }), "{err}");
@@ -379,12 +367,7 @@ async fn user_checksum_and_repr_digest_are_verified() {
         ..Default::default()
     });
     let out = dir.path().join("lying.bin");
-    let err = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = builder(&srv.url("f.bin"), &out).go().await.unwrap_err();
     assert!(err.to_string().contains("Repr-Digest"), "{err}");
     assert!(!out.exists());
 }
@@ -441,12 +424,7 @@ async fn cancel_then_resume_is_identical_and_refetches_little() {
         journal.done.covered()
     );
     let before = srv.body_bytes_sent();
-    let o = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    let o = builder(&srv.url("f.bin"), &out).go().await.unwrap();
     assert_file(&out, &data);
     let missing = data.len() as u64 - journal.done.covered();
     assert!(
@@ -476,9 +454,7 @@ async fn a_changed_remote_file_restarts_and_is_never_spliced() {
     // --no-restart refuses, keeping the partial download.
     let err = builder(&srv.url("f.bin"), &out)
         .no_restart(true)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap_err();
     assert!(matches!(err, Error::RemoteChanged { .. }), "{err}");
@@ -488,9 +464,7 @@ async fn a_changed_remote_file_restarts_and_is_never_spliced() {
     let (sink, events) = collect();
     builder(&srv.url("f.bin"), &out)
         .events(sink)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out, &new);
@@ -528,9 +502,7 @@ async fn a_file_changing_mid_download_is_detected_by_if_range() {
         .connections(1)
         .rate_limiter(Arc::new(RateLimiter::new(16 << 20)))
         .events(sink)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out, &new);
@@ -560,12 +532,7 @@ async fn corrupt_journal_is_reported_not_trusted() {
     )
     .unwrap();
     std::fs::write(dir.path().join("out.bin.part"), b"old").unwrap();
-    let err = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = builder(&srv.url("f.bin"), &out).go().await.unwrap_err();
     assert!(matches!(err, Error::JournalCorrupt { .. }), "{err}");
     assert_eq!(
         std::fs::read(dir.path().join("out.bin.part")).unwrap(),
@@ -574,9 +541,7 @@ async fn corrupt_journal_is_reported_not_trusted() {
     );
     builder(&srv.url("f.bin"), &out)
         .restart(true)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out, &data);
@@ -589,29 +554,17 @@ async fn existing_file_is_kept_unless_restart() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.bin");
     std::fs::write(&out, b"precious").unwrap();
-    let err = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = builder(&srv.url("f.bin"), &out).go().await.unwrap_err();
     assert!(matches!(err, Error::Exists { .. }), "{err}");
     assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     builder(&srv.url("f.bin"), &out)
         .restart(true)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out, &data);
     // A rerun of a finished download is a no-op success.
-    let o = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap();
+    let o = builder(&srv.url("f.bin"), &out).go().await.unwrap();
     assert!(o.already_complete);
 }
 
@@ -624,9 +577,7 @@ async fn mirrors_share_the_work_and_a_wrong_mirror_is_dropped() {
     let out = dir.path().join("out.bin");
     builder(&a.url("f.bin"), &out)
         .url(b.url("f.bin"))
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out, &data);
@@ -644,9 +595,7 @@ async fn mirrors_share_the_work_and_a_wrong_mirror_is_dropped() {
     builder(&a.url("f.bin"), &out2)
         .url(other.url("f.bin"))
         .events(sink)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert_file(&out2, &data);
@@ -667,9 +616,7 @@ async fn request_headers_are_sent() {
     builder(&srv.url("f.bin"), &out)
         .header("Authorization", "Bearer sekret")
         .unwrap()
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
+        .go()
         .await
         .unwrap();
     assert!(
@@ -709,12 +656,7 @@ async fn a_second_writer_on_the_same_output_is_refused() {
     let c = cancel.clone();
     let first = tokio::spawn(async move { download.run(c).await });
     started_rx.await.unwrap();
-    let err = builder(&srv.url("f.bin"), &out)
-        .build()
-        .unwrap()
-        .run(CancellationToken::new())
-        .await
-        .unwrap_err();
+    let err = builder(&srv.url("f.bin"), &out).go().await.unwrap_err();
     assert!(matches!(err, Error::Busy { .. }), "{err}");
     cancel.cancel();
     assert!(matches!(first.await.unwrap(), Err(Error::Cancelled)));
