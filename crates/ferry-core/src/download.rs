@@ -993,11 +993,16 @@ async fn worker(shared: Arc<Shared>, w: usize, client: Client, mut probe: Option
                         *plan = Plan::new(len, RangeSet::new(), 1, b.min_split);
                         plan.assign(0);
                     }
-                    if reached > best_reach {
+                    // An attempt that moved forward costs nothing from the retry budget and
+                    // reconnects at once: a server that resets every few MiB still finishes
+                    // at full speed. Attempts without progress back off.
+                    let progressed = reached > best_reach;
+                    if progressed {
                         best_reach = reached;
                         failures = 0;
+                    } else {
+                        failures += 1;
                     }
-                    failures += 1;
                     if failures > b.retry.max_attempts {
                         shared.plan().release(w);
                         *shared.failure.lock().expect("failure lock") = Some(Failure::Transient {
@@ -1009,7 +1014,10 @@ async fn worker(shared: Arc<Shared>, w: usize, client: Client, mut probe: Option
                     }
                     // Another mirror may do better.
                     source = next_source(&shared, source);
-                    let delay = b.retry.delay(failures, retry_after);
+                    let delay = match retry_after {
+                        None if progressed => Duration::ZERO,
+                        _ => b.retry.delay(failures.max(1), retry_after),
+                    };
                     shared.events().emit(Event::Retry {
                         file: shared.display.clone(),
                         url: shared.sources[source].url.to_string(),

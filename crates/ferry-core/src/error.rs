@@ -104,8 +104,15 @@ impl Error {
         }
     }
 
-    /// True when a rerun of the same command can continue where this one stopped.
+    /// True when a rerun of the same command can continue where this one stopped (after the
+    /// cause is gone: the network is back, space is freed…).
     pub fn is_resumable(&self) -> bool {
-        matches!(self, Error::Cancelled)
+        matches!(
+            self,
+            Error::Cancelled
+                | Error::RetriesExhausted { .. }
+                | Error::Network { .. }
+                | Error::DiskFull { .. }
+        )
     }
 }

@@ -4,5 +4,6 @@
 
 pub mod fault;
 pub mod nginx;
+pub mod proxy;
 pub mod pyserver;
 pub mod util;

@@ -78,6 +78,8 @@ impl Reporter {
                     };
                     eprintln!("{file}: {size}, {connections} connection(s){from}");
                 }
+                // A reconnect after progress (delay 0) is routine; only back-offs are news.
+                Event::Retry { delay_ms: 0, .. } => {}
                 Event::Retry {
                     file,
                     url,
@@ -144,6 +146,7 @@ impl Reporter {
                     bar.set_message("verifying");
                 }
             }
+            Event::Retry { delay_ms: 0, .. } => {}
             Event::Retry {
                 file,
                 attempt,
