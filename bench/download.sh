@@ -10,7 +10,7 @@
 #   BIG_MIB    size of the unthrottled file in MiB (default 1024)
 #   SMALL_MIB  size of the throttled file in MiB (default 256)
 #   RATE       nginx limit_rate per connection for the throttled case (default 20m = 20 MiB/s)
-#   TIMEOUT    seconds before one download is killed and counted as FAIL (default 600)
+#   TIMEOUT    seconds before one download is killed and counted as TIMEOUT (default 600)
 #   FERRY_BIN  ferry binary to use (default: target/release/ferry, built by this script)
 #   NO_BUILD=1 skip `cargo build --release -p ferry`
 #   KEEP=1     keep the temp dir (files, outputs, nginx logs) at the end
@@ -29,35 +29,11 @@ RATE=${RATE:-20m}
 TIMEOUT=${TIMEOUT:-600}
 FERRY_BIN=${FERRY_BIN:-$REPO/target/release/ferry}
 
-log() { echo "bench: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+log() { bench_log "$@"; }
 
-# --- peers --------------------------------------------------------------------------------
-SUDO=()
-[ "$(id -u)" = 0 ] || { command -v sudo >/dev/null 2>&1 && SUDO=(sudo -n); }
-apt_updated=0
-apt_install() {
-    if [ "$apt_updated" = 0 ]; then
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-        apt_updated=1
-    fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
-}
-NGINX=${FERRY_NGINX:-}
-[ -n "$NGINX" ] || { [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx; } || NGINX=$(command -v nginx || true)
-need=()
-command -v aria2c >/dev/null 2>&1 || need+=(aria2)
-command -v axel >/dev/null 2>&1 || need+=(axel)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-[ -x /usr/bin/time ] || need+=(time)
-[ -n "$NGINX" ] || need+=(nginx-light)
-if [ ${#need[@]} -gt 0 ]; then
-    log "installing: ${need[*]}"
-    if ! apt_install "${need[@]}"; then
-        apt_install "${need[@]/nginx-light/nginx}"
-    fi
-    [ -n "$NGINX" ] || NGINX=/usr/sbin/nginx
-fi
+bench_install_peers aria2c:aria2 axel:axel curl:curl
 
 # --- ferry --------------------------------------------------------------------------------
 if [ -z "${NO_BUILD:-}" ]; then
@@ -68,62 +44,12 @@ FERRY_VERSION=$("$FERRY_BIN" --version 2>/dev/null | head -1 || true)
 [ -n "$FERRY_VERSION" ] || FERRY_VERSION="(not working: $FERRY_BIN)"
 
 # --- temp dir, test files, nginx ----------------------------------------------------------
-T=$(mktemp -d /tmp/ferry-bench.XXXXXX)
-NGINX_PID=
-cleanup() {
-    if [ -n "$NGINX_PID" ]; then
-        kill "$NGINX_PID" 2>/dev/null || true
-        wait "$NGINX_PID" 2>/dev/null || true
-    fi
-    if [ -n "${KEEP:-}" ]; then log "kept $T"; else rm -rf "$T"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-mkdir -p "$T/root" "$T/out" "$T/nginx"/{client_body,proxy,fastcgi,uwsgi,scgi}
+bench_tmpdir
 log "creating test files in $T/root (${BIG_MIB} MiB, ${SMALL_MIB} MiB, random)"
-head -c "$((BIG_MIB << 20))" /dev/urandom >"$T/root/big.bin"
-head -c "$((SMALL_MIB << 20))" /dev/urandom >"$T/root/small.bin"
-
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-N="$T/nginx"
-cat >"$N/nginx.conf" <<CONF
-daemon off;
-master_process off;
-worker_processes 1;
-pid $N/nginx.pid;
-error_log $N/error.log warn;
-events { worker_connections 1024; }
-http {
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    client_body_temp_path $N/client_body;
-    proxy_temp_path $N/proxy;
-    fastcgi_temp_path $N/fastcgi;
-    uwsgi_temp_path $N/uwsgi;
-    scgi_temp_path $N/scgi;
-    log_format bench '\$request_method \$uri \$status \$body_bytes_sent "\$http_range"';
-    access_log $N/access.log bench;
-    server {
-        listen 127.0.0.1:$PORT;
-        root $T/root;
-        location / { }
-        location /slow/ { alias $T/root/; limit_rate $RATE; }
-    }
-}
-CONF
-"$NGINX" -p "$N" -c "$N/nginx.conf" -e "$N/error.log" </dev/null >"$N/stderr.log" 2>&1 &
-NGINX_PID=$!
-for _ in $(seq 200); do
-    curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-    kill -0 "$NGINX_PID" 2>/dev/null || { cat "$N/stderr.log" "$N/error.log" >&2; log "nginx failed"; exit 1; }
-    sleep 0.05
-done
-curl -s -o /dev/null "http://127.0.0.1:$PORT/" || { log "nginx does not answer on $PORT"; exit 1; }
-BASE="http://127.0.0.1:$PORT"
-log "nginx pid $NGINX_PID on $BASE (limit_rate $RATE on /slow/)"
+bench_random_file "$T/root/big.bin" "$BIG_MIB"
+bench_random_file "$T/root/small.bin" "$SMALL_MIB"
+bench_start_nginx "$T/root" "        location /slow/ { alias $T/root/; limit_rate $RATE; }"
+log "limit_rate $RATE on /slow/"
 
 # --- running one download -----------------------------------------------------------------
 # tool command lines; "%URL%" is replaced, output name is always "out" in $T/out.
@@ -140,33 +66,14 @@ declare -A LABEL=(
     [curl]='curl' [ferry-x1]='ferry -x 1' [ferry-x4]='ferry -x 4' [ferry-x8]='ferry -x 8'
     [ferry-x16]='ferry -x 16' [aria2c-x16]='aria2c -x16 -s16' [axel-n16]='axel -n16'
 )
-RES="$T/results"   # lines: case tool run status wall user sys rss_kib
-: >"$RES"
 bad=0
+SRC=
+same_as_src() { cmp -s "$T/out/out" "$SRC"; }
 
 run_one() { # run_one CASE TOOL URL SRC RUN
-    local case=$1 tool=$2 url=$3 src=$4 run=$5
-    local cmd=${CMD[$tool]//%URL%/$url}
-    rm -rf "$T/out" && mkdir -p "$T/out"   # previous output and .part/.ferry/.aria2/.st leftovers
-    local status=ok rc=0
-    (cd "$T/out" && /usr/bin/time -f '%e %U %S %M' -o "$T/time" timeout -k 10 "$TIMEOUT" $cmd \
-        </dev/null >"$T/tool.log" 2>&1) || rc=$?
-    if [ "$rc" != 0 ]; then
-        status=FAIL
-        log "FAIL: $tool ($case, run $run) exited $rc: $(tail -c 300 "$T/tool.log" | tr '\n' ' ')"
-    elif ! cmp -s "$T/out/out" "$src"; then
-        status=MISMATCH
-        log "!!!!!!!! MISMATCH: $tool ($case, run $run) wrote a file that differs from the source !!!!!!!!"
-        ls -l "$T/out" >&2
-    fi
-    [ "$status" = ok ] || bad=1
-    local t; t=$(tail -1 "$T/time")
-    # shellcheck disable=SC2086
-    set -- $t
-    if [ $# -ne 4 ]; then set -- 0 0 0 0; fi
-    echo "$case $tool $run $status $1 $2 $3 $4" >>"$RES"
-    log "$(printf '%-8s %-12s run %s/%s: %-8s %7ss wall  cpu %ss+%ss  rss %s KiB' \
-        "$case" "$tool" "$run" "$RUNS" "$status" "$1" "$2" "$3" "$4")"
+    local case=$1 tool=$2 url=$3 run=$5
+    SRC=$4
+    bench_run "$case" "$tool" "$run" same_as_src "${CMD[$tool]//%URL%/$url}" || bad=1
 }
 
 FERRY_TOOLS=(ferry-x1 ferry-x4 ferry-x8 ferry-x16)
@@ -186,21 +93,15 @@ for run in $(seq "$RUNS"); do
 done
 
 # --- report -------------------------------------------------------------------------------
-median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 declare -A MED_WALL
-row_stats() { # row_stats CASE TOOL -> "status wall cpu rss_mib"
-    local case=$1 tool=$2 fails
-    fails=$(awk -v c="$case" -v t="$tool" '$1==c && $2==t && $4!="ok"' "$RES" | wc -l)
-    if [ "$fails" != 0 ]; then
-        local what; what=$(awk -v c="$case" -v t="$tool" '$1==c && $2==t && $4!="ok" {print $4}' "$RES" | sort -u | tr '\n' '/' | sed 's:/$::')
-        echo "$what - - -"
-        return
+row_stats() { # row_stats CASE TOOL -> "status wall cpu rss_mib"; any failed run fails the row
+    local ok total fails wall cpu rss served
+    read -r ok total fails wall cpu rss served < <(bench_stats "$1" "$2")
+    if [ "$fails" != - ]; then
+        echo "$(echo "$fails" | sed 's/[0-9]*x//g; s:,:/:g') - - -"
+    else
+        echo "ok $wall $cpu $rss"
     fi
-    local wall cpu rss
-    wall=$(awk -v c="$case" -v t="$tool" '$1==c && $2==t {print $5}' "$RES" | median)
-    cpu=$(awk -v c="$case" -v t="$tool" '$1==c && $2==t {print $6+$7}' "$RES" | median)
-    rss=$(awk -v c="$case" -v t="$tool" '$1==c && $2==t {print $8/1024}' "$RES" | median)
-    echo "ok $wall $cpu $rss"
 }
 
 # Which ferry row each peer is compared with: same connection count where there is one,

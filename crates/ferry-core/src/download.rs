@@ -312,7 +312,7 @@ impl Download {
         let started = Instant::now();
         let sources: Arc<Vec<HttpSource>> =
             Arc::new(self.cfg.urls.iter().cloned().map(HttpSource::new).collect());
-        let clients = ClientPool::new(&b.client, b.connections.max(1))?;
+        let clients = ClientPool::for_options(&b.client);
 
         // 1. Where does it go, and is there earlier progress?
         let mut dest = match &b.output {
@@ -499,9 +499,10 @@ impl Download {
             eof_at: Mutex::new(None),
             display: display.clone(),
             started: Instant::now(),
-            buf_size: (16usize << 20)
+            buf_size: ((16usize << 20)
                 .div_ceil(connections)
-                .clamp(64 << 10, 512 << 10),
+                .clamp(64 << 10, 512 << 10) as u64)
+                .min(total.unwrap_or(u64::MAX).max(4096)) as usize,
         });
         let journal = Arc::new(tokio::sync::Mutex::new((journal, journal_path.clone())));
         let checkpointer = tokio::spawn(checkpoint_loop(shared.clone(), journal.clone()));
@@ -509,9 +510,13 @@ impl Download {
         let mut tasks = Vec::new();
         let mut first = Some(probe);
         for w in 0..connections {
-            let client = clients.get(w);
             let probe = if w == 0 { first.take() } else { None };
-            tasks.push(tokio::spawn(worker(shared.clone(), w, client, probe)));
+            tasks.push(tokio::spawn(worker(
+                shared.clone(),
+                w,
+                clients.clone(),
+                probe,
+            )));
         }
         for t in tasks {
             if let Err(e) = t.await {
@@ -625,7 +630,7 @@ impl Download {
         cancel: &CancellationToken,
     ) -> Result<Probe, RunError> {
         let b = &self.cfg.builder;
-        let client = clients.get(0);
+        let client = clients.get(0)?;
         let mut failures = 0u32;
         loop {
             let si = failures as usize % sources.len();
@@ -785,19 +790,44 @@ fn discard_partial(dest: &Path) -> Result<(), Error> {
     }
 }
 
-/// One HTTP client per connection, so every connection is its own TCP connection.
-struct ClientPool(Vec<Client>);
+/// HTTP clients by connection slot: slot `w` of a download always uses client `w`, so the
+/// connections of one download never share a TCP connection (not even over HTTP/2). Clients
+/// are built on first use and shared, per set of client options, by every download in the
+/// process: a list of 200 small files reuses warm keep-alive connections and builds its TLS
+/// trust store a handful of times, not 1600.
+#[derive(Clone)]
+struct ClientPool {
+    opts: ClientOptions,
+    clients: SharedClients,
+}
+
+/// The clients of one set of options, by slot.
+type SharedClients = Arc<Mutex<Vec<Client>>>;
 
 impl ClientPool {
-    fn new(opts: &ClientOptions, n: usize) -> Result<Self, Error> {
-        (0..n)
-            .map(|_| source::build_client(opts))
-            .collect::<Result<Vec<_>, _>>()
-            .map(ClientPool)
+    fn for_options(opts: &ClientOptions) -> Self {
+        static POOLS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, SharedClients>>> =
+            std::sync::OnceLock::new();
+        let key = format!("{opts:?}");
+        let clients = POOLS
+            .get_or_init(Default::default)
+            .lock()
+            .expect("client pools lock")
+            .entry(key)
+            .or_default()
+            .clone();
+        ClientPool {
+            opts: opts.clone(),
+            clients,
+        }
     }
 
-    fn get(&self, w: usize) -> Client {
-        self.0[w % self.0.len()].clone()
+    fn get(&self, w: usize) -> Result<Client, Error> {
+        let mut clients = self.clients.lock().expect("client pool lock");
+        while clients.len() <= w {
+            clients.push(source::build_client(&self.opts)?);
+        }
+        Ok(clients[w].clone())
     }
 }
 
@@ -862,9 +892,11 @@ enum BodyEnd {
 }
 
 /// One connection: takes ranges from the plan until there are none left.
-async fn worker(shared: Arc<Shared>, w: usize, client: Client, mut probe: Option<Probe>) {
+async fn worker(shared: Arc<Shared>, w: usize, clients: ClientPool, mut probe: Option<Probe>) {
     let b = &shared.cfg.builder;
-    let mut buf: Vec<u8> = Vec::with_capacity(shared.buf_size);
+    // Built on first use: a connection that finds nothing to do costs neither a client nor a buffer.
+    let mut client: Option<Client> = None;
+    let mut buf: Vec<u8> = Vec::new();
     let mut source = probe
         .as_ref()
         .map_or(w % shared.sources.len(), |p| p.source);
@@ -941,7 +973,12 @@ async fn worker(shared: Arc<Shared>, w: usize, client: Client, mut probe: Option
                         None
                     };
                     let got = tokio::select! {
-                        r = src.get(&client, range, if_range.as_deref()) => r,
+                        r = async {
+                            if client.is_none() {
+                                client = Some(clients.get(w).map_err(Failure::Fatal)?);
+                            }
+                            src.get(client.as_ref().expect("just built"), range, if_range.as_deref()).await
+                        } => r,
                         _ = shared.cancel.cancelled() => break 'assignments,
                     };
                     got.and_then(|resp| check_response(&shared, source, resp, cur.start))

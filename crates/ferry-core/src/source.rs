@@ -54,7 +54,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .default_headers(headers)
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
         .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", describe(&e))))
