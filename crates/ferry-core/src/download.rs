@@ -526,7 +526,7 @@ impl Download {
                 )));
             }
         }
-        shared.stop_background();
+        shared.cancel.cancel();
         let _ = ticker.await;
         let _ = checkpointer.await;
 
@@ -873,11 +873,6 @@ impl Shared {
         self.notify.notify_waiters();
     }
 
-    fn stop_background(&self) {
-        self.cancel.cancel();
-        self.checkpoint_due.notify_one();
-    }
-
     fn events(&self) -> &EventSink {
         &self.cfg.builder.events
     }
@@ -906,8 +901,8 @@ async fn worker(shared: Arc<Shared>, w: usize, clients: ClientPool, mut probe: O
         }
         let assigned = {
             let mut plan = shared.plan();
-            if plan.assignment(w).is_some() {
-                plan.assignment(w)
+            if let Some(current) = plan.assignment(w) {
+                Some(current)
             } else if plan.is_complete() {
                 None
             } else {
@@ -1225,13 +1220,13 @@ async fn read_body(
         let next = tokio::select! {
             r = tokio::time::timeout(b.read_timeout, resp.chunk()) => r,
             _ = shared.cancel.cancelled() => {
-                flush(shared, w, buf, &mut buf_start).await?;
+                flush(shared, buf, &mut buf_start).await?;
                 return Ok(BodyEnd::Finished);
             }
         };
         let chunk = match next {
             Err(_) => {
-                flush(shared, w, buf, &mut buf_start).await?;
+                flush(shared, buf, &mut buf_start).await?;
                 return Err(Failure::Transient {
                     reason: format!(
                         "no data for {} s (stalled connection)",
@@ -1241,14 +1236,14 @@ async fn read_body(
                 });
             }
             Ok(Err(e)) => {
-                flush(shared, w, buf, &mut buf_start).await?;
+                flush(shared, buf, &mut buf_start).await?;
                 return Err(Failure::Transient {
                     reason: source::describe(&e),
                     retry_after: None,
                 });
             }
             Ok(Ok(None)) => {
-                flush(shared, w, buf, &mut buf_start).await?;
+                flush(shared, buf, &mut buf_start).await?;
                 return Ok(if shared.plan().has_more(w) {
                     BodyEnd::Eof
                 } else {
@@ -1272,7 +1267,7 @@ async fn read_body(
             || buf.len() >= shared.buf_size
             || last_flush.elapsed() >= Duration::from_millis(500)
         {
-            flush(shared, w, buf, &mut buf_start).await?;
+            flush(shared, buf, &mut buf_start).await?;
             last_flush = Instant::now();
             let secs = assigned_at.elapsed().as_secs_f64();
             let mut plan = shared.plan();
@@ -1287,12 +1282,7 @@ async fn read_body(
 }
 
 /// Writes the buffered bytes at their offset, then marks them done.
-async fn flush(
-    shared: &Shared,
-    _w: usize,
-    buf: &mut Vec<u8>,
-    buf_start: &mut u64,
-) -> Result<(), Failure> {
+async fn flush(shared: &Shared, buf: &mut Vec<u8>, buf_start: &mut u64) -> Result<(), Failure> {
     if buf.is_empty() {
         return Ok(());
     }
@@ -1345,6 +1335,7 @@ async fn checkpoint_loop(
     loop {
         let last = Instant::now();
         tokio::select! {
+            _ = shared.cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
             _ = shared.checkpoint_due.notified() => {
                 let gap = last.elapsed();

@@ -837,7 +837,7 @@ async fn drain(stream: &mut TcpStream) {
 mod tests {
     use super::*;
     use crate::fault::{FaultConfig, FaultServer, Faults};
-    use crate::util::random_bytes;
+    use crate::util::{random_bytes, wait_until};
     use std::io::{Read as _, Write as _};
     use std::path::Path;
     use std::process::Command;
@@ -873,17 +873,6 @@ mod tests {
             status,
             std::fs::read(out).unwrap_or_default(),
         )
-    }
-
-    fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-        let end = std::time::Instant::now() + deadline;
-        while std::time::Instant::now() < end {
-            if cond() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        cond()
     }
 
     /// Reads one response with a `Content-Length` body from a blocking socket: (head, body).

@@ -28,6 +28,19 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Polls `cond` every 5 ms until it holds or `deadline` (a duration from now) has passed;
+/// returns whether it held. The way tests wait for something instead of sleeping blindly.
+pub fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
 /// Polls `addr` with TCP connects until one succeeds or `deadline` (a duration from now)
 /// has passed. Sleeps 10 ms between attempts; no blind waits.
 pub fn wait_for_port(addr: impl ToSocketAddrs, deadline: Duration) -> Result<(), String> {

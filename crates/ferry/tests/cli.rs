@@ -5,10 +5,10 @@
 use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
 use ferry_testkit::nginx::{Nginx, NginxOptions};
 use ferry_testkit::pyserver::PyHttpServer;
-use ferry_testkit::util::{files_equal, random_bytes, write_random_file};
+use ferry_testkit::util::{files_equal, random_bytes, wait_until, write_random_file};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
@@ -28,18 +28,6 @@ fn run(args: &[&str], cwd: &Path) -> Output {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Polls `cond` until it holds or `deadline` passes.
-fn wait_until(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
 }
 
 fn kill(child: &mut Child, signal: &str) {

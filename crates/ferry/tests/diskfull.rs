@@ -3,10 +3,10 @@
 //! (root is needed to mount; scripts/test.sh and CI run as root).
 
 use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
-use ferry_testkit::util::random_bytes;
+use ferry_testkit::util::{random_bytes, wait_until};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MIB: usize = 1 << 20;
 
@@ -113,10 +113,11 @@ fn a_disk_that_fills_up_keeps_the_journal_valid() {
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while srv.body_bytes_sent() < 3 * MIB as u64 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        wait_until(Duration::from_secs(30), || srv.body_bytes_sent()
+            >= 3 * MIB as u64),
+        "the transfer never got going"
+    );
     assert!(
         Command::new("kill")
             .args(["-INT", &child.id().to_string()])
