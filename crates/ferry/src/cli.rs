@@ -22,6 +22,54 @@ pub enum Command {
     Get(GetArgs),
     /// Show what a resume journal says: source, validators, done and missing bytes.
     Status(StatusArgs),
+    /// Serve a directory: downloads with full Range support and resumable (tus) uploads.
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
+}
+
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  ferry serve ~/share
+      serve on 127.0.0.1:8080 with a generated token (printed at start)
+  ferry serve ~/share --listen 0.0.0.0:8080 --users users.txt
+      every user (one 'NAME TOKEN' per line) has their own uploads
+  ferry serve . --public --max-upload-size 10G --upload-expiry 2h
+
+URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 endpoint,
+/ lists the directory, /metrics has Prometheus counters. Send the token as
+'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
+Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
+an existing file is replaced only when the upload's metadata has overwrite=true.";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The directory to serve (and to receive uploads into).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Address to listen on; anything but loopback exposes the server to the network.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    /// One user with this token.
+    #[arg(long, value_name = "TOKEN", group = "auth")]
+    pub token: Option<String>,
+
+    /// Users file: one 'NAME TOKEN' per line, '#' comments.
+    #[arg(long, value_name = "FILE", group = "auth")]
+    pub users: Option<PathBuf>,
+
+    /// No authentication: anyone who can connect may download and upload.
+    #[arg(long, group = "auth")]
+    pub public: bool,
+
+    /// Refuse uploads larger than this (e.g. 10G).
+    #[arg(long = "max-upload-size", value_name = "SIZE")]
+    pub max_upload_size: Option<String>,
+
+    /// Delete unfinished uploads this long after their last write (e.g. 90s, 30m, 24h, 7d).
+    #[arg(long = "upload-expiry", value_name = "DURATION", default_value = "24h")]
+    pub upload_expiry: String,
 }
 
 const GET_EXAMPLES: &str = "\

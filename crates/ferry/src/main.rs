@@ -4,6 +4,7 @@
 mod cli;
 mod get;
 mod progress;
+mod serve;
 mod status;
 
 use clap::Parser;
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         match cli.command {
             cli::Command::Get(args) => get::run(args).await,
             cli::Command::Status(args) => status::run(args),
+            cli::Command::Serve(args) => serve::run(args).await,
         }
     });
     ExitCode::from(code)

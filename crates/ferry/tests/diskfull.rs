@@ -3,8 +3,9 @@
 //! (root is needed to mount; scripts/test.sh and CI run as root).
 
 use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
+use ferry_testkit::tmpfs::Tmpfs;
 use ferry_testkit::util::{random_bytes, wait_until};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -23,46 +24,6 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// A size-limited tmpfs, unmounted on drop.
-struct Tmpfs {
-    _dir: tempfile::TempDir,
-    mnt: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(mib: usize) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
-        let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
-            .arg(&mnt)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "cannot mount a small tmpfs (this test needs root, as in scripts/test.sh): {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Tmpfs { _dir: dir, mnt }
-    }
-
-    fn resize(&self, mib: usize) {
-        let o = Command::new("mount")
-            .args(["-o", &format!("remount,size={mib}m")])
-            .arg(&self.mnt)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
-    }
-}
-
 fn server(data: &[u8], faults: Faults) -> FaultServer {
     FaultServer::start_blocking(FaultConfig {
         files: vec![("f.bin".into(), data.to_vec())],
@@ -75,19 +36,25 @@ fn too_small_a_disk_is_reported_before_the_transfer_and_resumes_with_room() {
     let data = random_bytes(16 * MIB, 30);
     let srv = server(&data, Faults::default());
     let disk = Tmpfs::mount(8);
-    let o = ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], &disk.mnt);
+    let o = ferry(
+        &["get", "-q", "-o", "f.bin", &srv.url("f.bin")],
+        disk.path(),
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no space left"), "{}", stderr(&o));
-    assert!(!disk.mnt.join("f.bin").exists());
+    assert!(!disk.path().join("f.bin").exists());
     assert!(
         srv.body_bytes_sent() <= MIB as u64,
         "space is reserved before the transfer, not discovered in it"
     );
 
     disk.resize(40);
-    let o = ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], &disk.mnt);
+    let o = ferry(
+        &["get", "-q", "-o", "f.bin", &srv.url("f.bin")],
+        disk.path(),
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(disk.mnt.join("f.bin")).unwrap() == data);
+    assert!(std::fs::read(disk.path().join("f.bin")).unwrap() == data);
 }
 
 /// The disk fills up while a download is paused: the rerun cannot even write its journal. It
@@ -109,7 +76,7 @@ fn a_disk_that_fills_up_keeps_the_journal_valid() {
     // A first run, paused with SIGINT after some progress.
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["get", "-q", "-x", "2", "-o", "f.bin", &url])
-        .current_dir(&disk.mnt)
+        .current_dir(disk.path())
         .stdin(Stdio::null())
         .spawn()
         .unwrap();
@@ -126,24 +93,24 @@ fn a_disk_that_fills_up_keeps_the_journal_valid() {
             .success()
     );
     assert_eq!(child.wait().unwrap().code(), Some(3));
-    let journal = std::fs::read(disk.mnt.join("f.bin.ferry")).unwrap();
+    let journal = std::fs::read(disk.path().join("f.bin.ferry")).unwrap();
 
     // Fill the disk to the last byte.
-    let filler = disk.mnt.join("filler");
+    let filler = disk.path().join("filler");
     let _ = Command::new("dd")
         .args(["if=/dev/zero", "bs=64k"])
         .arg(format!("of={}", filler.display()))
         .output();
     srv.set_faults(Faults::default());
-    let o = ferry(&["get", "-q", "-o", "f.bin", &url], &disk.mnt);
+    let o = ferry(&["get", "-q", "-o", "f.bin", &url], disk.path());
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("no space left"), "{}", stderr(&o));
     assert_eq!(
-        std::fs::read(disk.mnt.join("f.bin.ferry")).unwrap(),
+        std::fs::read(disk.path().join("f.bin.ferry")).unwrap(),
         journal,
         "the journal is untouched"
     );
-    let st = ferry(&["status", "f.bin"], &disk.mnt);
+    let st = ferry(&["status", "f.bin"], disk.path());
     assert!(
         st.status.success() && String::from_utf8_lossy(&st.stdout).contains("partial"),
         "{}",
@@ -151,9 +118,9 @@ fn a_disk_that_fills_up_keeps_the_journal_valid() {
     );
 
     std::fs::remove_file(&filler).unwrap();
-    let o = ferry(&["get", "-q", "-o", "f.bin", &url], &disk.mnt);
+    let o = ferry(&["get", "-q", "-o", "f.bin", &url], disk.path());
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(disk.mnt.join("f.bin")).unwrap() == data);
+    assert!(std::fs::read(disk.path().join("f.bin")).unwrap() == data);
 }
 
 /// `ulimit -f` (here via prlimit): a clear error instead of death by SIGXFSZ; then it works.

@@ -1,0 +1,281 @@
+//! The server as a whole: configuration, shared state, the router (files, uploads, listing,
+//! metrics, CORS, method override, authentication), the expiry task and graceful shutdown.
+
+use crate::auth::{self, Auth};
+use crate::metrics::Metrics;
+use crate::safepath::STATE_DIR;
+use crate::staging::Staging;
+use crate::store::redb::RedbStore;
+use crate::store::{Store, StoreError};
+use crate::tus::{self, Uploads};
+use axum::Router;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `ferry serve` was asked for.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The served directory.
+    pub root: PathBuf,
+    pub auth: Auth,
+    /// Largest upload accepted (`Tus-Max-Size`); `None` for no limit.
+    pub max_upload_size: Option<u64>,
+    /// Unfinished uploads expire this long after their last write.
+    pub upload_expiry: Duration,
+    /// A PATCH body that stalls this long ends the request (bytes so far are kept).
+    pub idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(root: impl Into<PathBuf>, auth: Auth) -> ServerConfig {
+        ServerConfig {
+            root: root.into(),
+            auth,
+            max_upload_size: None,
+            upload_expiry: Duration::from_secs(24 * 3600),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot serve {0}: {1}")]
+    Root(PathBuf, std::io::Error),
+    #[error("cannot create the state directory under {0}: {1}")]
+    StateDir(PathBuf, std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A ready server: open state, not yet listening.
+pub struct Server {
+    root: PathBuf,
+    auth: Arc<Auth>,
+    metrics: Arc<Metrics>,
+    uploads: Arc<Uploads>,
+}
+
+impl Server {
+    /// Opens the served directory and its embedded state store (`DIR/.ferry/state.redb`).
+    pub fn open(config: ServerConfig) -> Result<Server, ServerError> {
+        let root = config
+            .root
+            .canonicalize()
+            .map_err(|e| ServerError::Root(config.root.clone(), e))?;
+        if !root.is_dir() {
+            return Err(ServerError::Root(
+                root,
+                std::io::Error::other("not a directory"),
+            ));
+        }
+        let staging = Staging::open(&root).map_err(|e| ServerError::StateDir(root.clone(), e))?;
+        let store: Arc<dyn Store> =
+            Arc::new(RedbStore::open(&root.join(STATE_DIR).join("state.redb"))?);
+        Ok(Server::with_store(
+            root,
+            config.auth.clone(),
+            store,
+            staging,
+            &config,
+        ))
+    }
+
+    /// A server over any [`Store`] (e.g. a shared one).
+    pub fn with_store(
+        root: PathBuf,
+        auth: Auth,
+        store: Arc<dyn Store>,
+        staging: Staging,
+        config: &ServerConfig,
+    ) -> Server {
+        let metrics = Arc::new(Metrics::default());
+        let multi_user = auth.multi_user();
+        let uploads = Arc::new(Uploads::new(
+            store,
+            staging,
+            metrics.clone(),
+            config.max_upload_size,
+            config.upload_expiry,
+            config.idle_timeout,
+            multi_user,
+        ));
+        Server {
+            root,
+            auth: Arc::new(auth),
+            metrics,
+            uploads,
+        }
+    }
+
+    /// The canonical served directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The whole HTTP application.
+    pub fn router(&self) -> Router {
+        let files = Arc::new(FilesState {
+            root: self.root.clone(),
+            metrics: self.metrics.clone(),
+            uploads: self.uploads.clone(),
+        });
+        let site = Router::new()
+            .route("/", get(index).head(index))
+            .route("/files", get(file_root).head(file_root))
+            .route("/files/", get(file_root).head(file_root))
+            .route("/files/{*path}", get(file).head(file))
+            .route("/metrics", get(metrics))
+            .with_state(files)
+            .merge(tus::router(self.uploads.clone()));
+        let metrics = self.metrics.clone();
+        site.layer(middleware::from_fn_with_state(
+            self.auth.clone(),
+            auth::require_user,
+        ))
+        .layer(middleware::from_fn(cors))
+        .layer(middleware::from_fn(move |req: Request, next: Next| {
+            let metrics = metrics.clone();
+            async move {
+                Metrics::add(&metrics.requests, 1);
+                next.run(req).await
+            }
+        }))
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, expiring old uploads in the background.
+    pub async fn run(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let uploads = self.uploads.clone();
+        let expiry = tokio::spawn(async move {
+            let every =
+                (uploads.expiry / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+            loop {
+                match tus::expire(&uploads).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("expired {n} unfinished upload(s)"),
+                    Err(e) => tracing::warn!("upload expiry: {e}"),
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+        let app = method_override(self.router());
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        expiry.abort();
+        result
+    }
+}
+
+/// Applies `X-HTTP-Method-Override` (for clients that can only send GET and POST) before routing.
+fn method_override(router: Router) -> axum::routing::IntoMakeService<Router> {
+    let overridden = Router::new().fallback_service(tower::ServiceExt::<Request>::map_request(
+        router,
+        |mut req: Request| {
+            if req.method() == Method::POST
+                && let Some(m) = req.headers().get("x-http-method-override")
+                && let Ok(m) = Method::from_bytes(m.as_bytes())
+            {
+                *req.method_mut() = m;
+            }
+            req
+        },
+    ));
+    overridden.into_make_service()
+}
+
+/// Headers a browser script may read from our responses.
+const EXPOSED: &str = "tus-resumable, tus-version, tus-extension, tus-max-size, tus-checksum-algorithm, \
+upload-offset, upload-length, upload-defer-length, upload-metadata, upload-expires, upload-concat, \
+location, content-range, accept-ranges, etag, last-modified, content-length";
+
+/// CORS for browser clients (tus-js-client, Uppy). Written here rather than taken from
+/// tower-http because its layer treats every OPTIONS request as a preflight, which would
+/// swallow tus discovery (`OPTIONS /uploads/` must reach the tus handler). A preflight is an
+/// OPTIONS with `Origin` and `Access-Control-Request-Method`; it is answered here, without a
+/// token, allowing what it asks for. Other requests with `Origin` get the allow and expose
+/// headers on their response.
+async fn cors(req: Request, next: Next) -> Response {
+    let Some(origin) = req.headers().get(header::ORIGIN).cloned() else {
+        return next.run(req).await;
+    };
+    let preflight = req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut res = if preflight {
+        let mut res = StatusCode::NO_CONTENT.into_response();
+        let h = res.headers_mut();
+        if let Some(m) = req.headers().get(header::ACCESS_CONTROL_REQUEST_METHOD) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, m.clone());
+        }
+        if let Some(hs) = req.headers().get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, hs.clone());
+        }
+        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from(86400));
+        res
+    } else {
+        next.run(req).await
+    };
+    let h = res.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED),
+    );
+    h.append(header::VARY, HeaderValue::from_static("origin"));
+    res
+}
+
+struct FilesState {
+    root: PathBuf,
+    metrics: Arc<Metrics>,
+    uploads: Arc<Uploads>,
+}
+
+async fn index(State(s): State<Arc<FilesState>>, method: Method, headers: HeaderMap) -> Response {
+    crate::files::respond(&s.root, "", &method, &headers, &s.metrics, "/files/").await
+}
+
+async fn file_root(
+    State(s): State<Arc<FilesState>>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    crate::files::respond(&s.root, "", &method, &headers, &s.metrics, "/files/").await
+}
+
+async fn file(
+    State(s): State<Arc<FilesState>>,
+    UrlPath(path): UrlPath<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    crate::files::respond(&s.root, &path, &method, &headers, &s.metrics, "/files/").await
+}
+
+async fn metrics(State(s): State<Arc<FilesState>>) -> Response {
+    match tus::active_count(&s.uploads).await {
+        Ok(active) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            )],
+            s.metrics.render(active),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}

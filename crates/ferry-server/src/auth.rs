@@ -1,0 +1,203 @@
+//! Who is asking: bearer tokens mapped to user names (`--token`, `--users FILE`) or no
+//! authentication at all (`--public`), and the middleware that resolves every request's user.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The authenticated user of a request (empty name in public mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User(pub Arc<str>);
+
+/// How requests are authenticated.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// Everyone is the same anonymous user.
+    Public,
+    /// Tokens (stored as BLAKE3 hashes) mapped to user names.
+    Tokens(HashMap<[u8; 32], Arc<str>>),
+}
+
+/// A malformed users file.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("line {line}: expected 'NAME TOKEN', got {got:?}")]
+    Syntax { line: usize, got: String },
+    #[error("line {line}: the token of user {user:?} is already used by user {other:?}")]
+    DuplicateToken {
+        line: usize,
+        user: String,
+        other: String,
+    },
+    #[error("line {line}: the token of user {user:?} is shorter than 8 characters")]
+    ShortToken { line: usize, user: String },
+    #[error("no users defined")]
+    Empty,
+}
+
+impl Auth {
+    /// One user, named `user`, with one token.
+    pub fn single(token: &str) -> Auth {
+        Auth::Tokens(HashMap::from([(hash(token), Arc::from("user"))]))
+    }
+
+    /// Parses a users file: one `NAME TOKEN` per line; blank lines and `#` comments skipped.
+    pub fn parse_users(text: &str) -> Result<Auth, UsersError> {
+        let mut map: HashMap<[u8; 32], Arc<str>> = HashMap::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let content = raw.trim();
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let mut words = content.split_whitespace();
+            let (Some(name), Some(token), None) = (words.next(), words.next(), words.next()) else {
+                return Err(UsersError::Syntax {
+                    line,
+                    got: content.to_owned(),
+                });
+            };
+            if token.len() < 8 {
+                return Err(UsersError::ShortToken {
+                    line,
+                    user: name.to_owned(),
+                });
+            }
+            if let Some(other) = map.insert(hash(token), Arc::from(name)) {
+                return Err(UsersError::DuplicateToken {
+                    line,
+                    user: name.to_owned(),
+                    other: other.to_string(),
+                });
+            }
+        }
+        if map.is_empty() {
+            return Err(UsersError::Empty);
+        }
+        Ok(Auth::Tokens(map))
+    }
+
+    /// Whether several distinct users exist (then files not landed by an upload are read-only
+    /// to uploads).
+    pub fn multi_user(&self) -> bool {
+        match self {
+            Auth::Public => false,
+            Auth::Tokens(map) => {
+                let mut names: Vec<&Arc<str>> = map.values().collect();
+                names.sort();
+                names.dedup();
+                names.len() > 1
+            }
+        }
+    }
+
+    /// The user a token belongs to.
+    pub fn user(&self, token: Option<&str>) -> Option<User> {
+        match self {
+            Auth::Public => Some(User(Arc::from(""))),
+            Auth::Tokens(map) => map.get(&hash(token?)).cloned().map(User),
+        }
+    }
+}
+
+/// A fresh random token (32 bytes, hex).
+pub fn generate_token() -> String {
+    hex::encode(rand::random::<[u8; 24]>())
+}
+
+fn hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
+}
+
+/// The token of a request: `Authorization: Bearer T`, else the `token` query parameter.
+fn token_of(req: &Request) -> Option<String> {
+    if let Some(value) = req.headers().get(header::AUTHORIZATION)
+        && let Ok(value) = value.to_str()
+        && let Some((scheme, token)) = value.trim().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return Some(token.trim().to_owned());
+    }
+    let query = req.uri().query()?;
+    form_urlencoded_get(query, "token")
+}
+
+fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then(|| {
+            percent_encoding::percent_decode_str(&v.replace('+', " "))
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+/// Middleware: puts the request's [`User`] into its extensions, or answers 401.
+/// tus discovery (`OPTIONS`) needs no token.
+pub async fn require_user(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
+    if req.method() == axum::http::Method::OPTIONS {
+        req.extensions_mut().insert(User(Arc::from("")));
+        return next.run(req).await;
+    }
+    match auth.user(token_of(&req).as_deref()) {
+        Some(user) => {
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
+        None => {
+            let mut res = (
+                StatusCode::UNAUTHORIZED,
+                "a valid token is required: send 'Authorization: Bearer TOKEN' or add ?token=TOKEN\n",
+            )
+                .into_response();
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"ferry\""),
+            );
+            res
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_file() {
+        let auth = Auth::parse_users("# team\nann  secret-ann\n\nbob secret-bob # no\n");
+        assert!(matches!(auth, Err(UsersError::Syntax { line: 4, .. })));
+        let auth = Auth::parse_users("# team\nann  secret-ann\n\nbob\tsecret-bob\n").unwrap();
+        assert_eq!(auth.user(Some("secret-bob")).unwrap().0.as_ref(), "bob");
+        assert!(auth.user(Some("secret")).is_none());
+        assert!(auth.user(None).is_none());
+        assert!(auth.multi_user());
+        assert!(matches!(
+            Auth::parse_users("a secret-xx\nb secret-xx\n"),
+            Err(UsersError::DuplicateToken { line: 2, .. })
+        ));
+        assert!(matches!(
+            Auth::parse_users("a short\n"),
+            Err(UsersError::ShortToken { .. })
+        ));
+        assert!(matches!(
+            Auth::parse_users("# none\n"),
+            Err(UsersError::Empty)
+        ));
+        assert!(!Auth::single("tok").multi_user());
+        assert_eq!(Auth::Public.user(None).unwrap().0.as_ref(), "");
+    }
+
+    #[test]
+    fn query_token() {
+        assert_eq!(
+            form_urlencoded_get("a=1&token=x%2By+z", "token").as_deref(),
+            Some("x+y z")
+        );
+        assert_eq!(form_urlencoded_get("a=1", "token"), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! Upload data on disk: staged files under the state directory, the atomic move of a finished
+//! upload to its target (never replacing an existing file unless asked), and the assembly of a
+//! concatenated upload from its parts (copy_file_range where the OS allows, via `io::copy`).
+
+use crate::safepath::{self, PathError, STATE_DIR};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The staging area of one served directory.
+#[derive(Debug, Clone)]
+pub struct Staging {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+/// Why a finished upload could not land.
+#[derive(Debug, thiserror::Error)]
+pub enum LandError {
+    #[error("{0} already exists")]
+    Exists(String),
+    #[error("{0} is a directory")]
+    IsDirectory(String),
+    #[error("target {0}: {1}")]
+    BadPath(String, PathError),
+    #[error("cannot move the upload to {0}: {1}")]
+    Io(String, io::Error),
+}
+
+impl Staging {
+    /// Creates `<root>/.ferry/uploads` if needed. `root` must be canonical.
+    pub fn open(root: &Path) -> io::Result<Staging> {
+        let dir = root.join(STATE_DIR).join("uploads");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Staging {
+            root: root.to_path_buf(),
+            dir,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The staged data file of upload `id`.
+    pub fn data_path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Creates the empty data file of a new upload and, when the length is known, reserves the
+    /// disk space for it (so a full disk is reported at creation, not half-way).
+    pub fn create(&self, id: &str, length: Option<u64>) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(self.data_path(id))?;
+        if let Some(len) = length
+            && len > 0
+        {
+            reserve(&file, len)?;
+        }
+        Ok(())
+    }
+
+    /// Bytes staged so far (the upload's offset), `None` if the data file is gone.
+    pub fn staged_len(&self, id: &str) -> io::Result<Option<u64>> {
+        match std::fs::metadata(self.data_path(id)) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cuts unverified bytes off the data file.
+    pub fn truncate(&self, id: &str, len: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.data_path(id))?;
+        file.set_len(len)?;
+        file.sync_data()
+    }
+
+    /// Deletes the staged data (missing is fine).
+    pub fn delete(&self, id: &str) -> io::Result<()> {
+        match std::fs::remove_file(self.data_path(id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `target` may be written: `Ok(false)` when nothing is there, `Ok(true)` when a
+    /// file exists, an error for a directory or a path that escapes the root.
+    pub fn target_exists(&self, target: &str) -> Result<bool, LandError> {
+        let path = self.target_path(target)?;
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => Err(LandError::IsDirectory(target.to_owned())),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(LandError::Io(target.to_owned(), e)),
+        }
+    }
+
+    /// The absolute path of `target`; its existing ancestors must resolve inside the root.
+    fn target_path(&self, target: &str) -> Result<PathBuf, LandError> {
+        let rel = safepath::target(target).map_err(|e| LandError::BadPath(target.into(), e))?;
+        // The deepest existing ancestor, resolved, must lie inside the root (no symlink escape).
+        let mut ancestor = rel.parent();
+        while let Some(a) = ancestor {
+            let abs = self.root.join(a);
+            if let Ok(canonical) = abs.canonicalize() {
+                safepath::check_inside(&self.root, &canonical)
+                    .map_err(|e| LandError::BadPath(target.into(), e))?;
+                break;
+            }
+            ancestor = a.parent();
+        }
+        Ok(self.root.join(rel))
+    }
+
+    /// Moves the staged data of `id` to `target` atomically. Without `overwrite`, an existing
+    /// target is never replaced (RENAME_NOREPLACE). Missing parent directories are created.
+    pub fn land(&self, id: &str, target: &str, overwrite: bool) -> Result<(), LandError> {
+        let dest = self.target_path(target)?;
+        let io_err = |e| LandError::Io(target.to_owned(), e);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io_err)?;
+            let canonical = parent.canonicalize().map_err(io_err)?;
+            safepath::check_inside(&self.root, &canonical)
+                .map_err(|e| LandError::BadPath(target.into(), e))?;
+        }
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
+            return Err(LandError::IsDirectory(target.to_owned()));
+        }
+        let src = self.data_path(id);
+        if overwrite {
+            std::fs::rename(&src, &dest).map_err(io_err)?;
+        } else {
+            rename_noreplace(&src, &dest).map_err(|e| {
+                if e.kind() == io::ErrorKind::AlreadyExists {
+                    LandError::Exists(target.to_owned())
+                } else {
+                    io_err(e)
+                }
+            })?;
+        }
+        if let Some(parent) = dest.parent() {
+            sync_dir(parent).map_err(io_err)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the concatenation of the staged `parts` into the staged data file of `id`
+    /// (replacing it), synced. The parts are left in place.
+    pub fn assemble(&self, id: &str, parts: &[String]) -> io::Result<u64> {
+        let tmp = self.dir.join(format!("{id}.assembling"));
+        let mut out = File::create(&tmp)?;
+        let mut total = 0;
+        for part in parts {
+            let mut input = File::open(self.data_path(part))?;
+            // std's io::copy between files uses copy_file_range on Linux: no trip through
+            // user space, and a reflink where the filesystem offers it.
+            total += io::copy(&mut input, &mut out)?;
+        }
+        out.sync_data()?;
+        std::fs::rename(&tmp, self.data_path(id))?;
+        Ok(total)
+    }
+}
+
+/// Reserves `len` bytes for `file` without changing its length, where the filesystem allows.
+fn reserve(file: &File, len: u64) -> io::Result<()> {
+    use rustix::fs::{FallocateFlags, fallocate};
+    match fallocate(file, FallocateFlags::KEEP_SIZE, 0, len) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::NOSPC) => Err(io::Error::from(io::ErrorKind::StorageFull)),
+        Err(rustix::io::Errno::FBIG) => Err(io::Error::from(io::ErrorKind::FileTooLarge)),
+        // Not supported here (some filesystems): space is found while writing instead.
+        Err(_) => Ok(()),
+    }
+}
+
+fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, src, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOSYS) => {
+            // The filesystem cannot do it atomically: link (which refuses to replace) + unlink.
+            std::fs::hard_link(src, dest)?;
+            std::fs::remove_file(src)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn land_never_replaces_unless_asked() {
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        let s = Staging::open(&root_path).unwrap();
+        s.create("a", Some(3)).unwrap();
+        std::fs::write(s.data_path("a"), b"abc").unwrap();
+        assert!(!s.target_exists("d/e.txt").unwrap());
+        s.land("a", "d/e.txt", false).unwrap();
+        assert_eq!(std::fs::read(root_path.join("d/e.txt")).unwrap(), b"abc");
+        s.create("b", None).unwrap();
+        std::fs::write(s.data_path("b"), b"xyz").unwrap();
+        assert!(s.target_exists("d/e.txt").unwrap());
+        assert!(matches!(
+            s.land("b", "d/e.txt", false),
+            Err(LandError::Exists(_))
+        ));
+        assert!(matches!(
+            s.land("b", "d", false),
+            Err(LandError::IsDirectory(_))
+        ));
+        s.land("b", "d/e.txt", true).unwrap();
+        assert_eq!(std::fs::read(root_path.join("d/e.txt")).unwrap(), b"xyz");
+        assert!(matches!(
+            s.land("b", "../x", false),
+            Err(LandError::BadPath(_, PathError::Parent))
+        ));
+    }
+
+    #[test]
+    fn symlinked_parent_outside_is_refused() {
+        let outside = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let root_path = root.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root_path.join("out")).unwrap();
+        let s = Staging::open(&root_path).unwrap();
+        s.create("a", None).unwrap();
+        assert!(matches!(
+            s.land("a", "out/x", false),
+            Err(LandError::BadPath(_, PathError::Escapes))
+        ));
+        assert!(matches!(
+            s.target_exists("out/sub/x"),
+            Err(LandError::BadPath(_, PathError::Escapes))
+        ));
+    }
+
+    #[test]
+    fn assemble_concatenates() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Staging::open(&root.path().canonicalize().unwrap()).unwrap();
+        for (id, data) in [("p1", &b"hello "[..]), ("p2", b"world")] {
+            s.create(id, None).unwrap();
+            std::fs::write(s.data_path(id), data).unwrap();
+        }
+        assert_eq!(s.assemble("f", &["p1".into(), "p2".into()]).unwrap(), 11);
+        assert_eq!(std::fs::read(s.data_path("f")).unwrap(), b"hello world");
+    }
+}

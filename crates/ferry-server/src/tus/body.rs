@@ -1,0 +1,146 @@
+//! Streaming a request body into a staged data file: a blocking writer thread fed through a
+//! bounded channel (socket reads and disk writes overlap, memory stays bounded), an optional
+//! running checksum, a byte limit, and an idle timeout so a stalled client cannot hold an
+//! upload's lock forever. Every byte that reaches the file is kept and counted.
+
+use super::headers::Hasher;
+use axum::body::Body;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use std::fs::OpenOptions;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Bytes gathered before one write system call.
+const WRITE_BUFFER: usize = 1 << 20;
+/// Body frames queued between the socket reader and the disk writer.
+const QUEUE_FRAMES: usize = 64;
+
+/// How reading the body ended.
+#[derive(Debug)]
+pub enum BodyEnd {
+    /// The whole body arrived and was written.
+    Complete,
+    /// The body went past `limit`: the first `limit` bytes were written, the rest refused.
+    Overflow,
+    /// The client went away or broke the framing.
+    ClientGone(String),
+    /// No byte arrived for the idle timeout.
+    Idle,
+    /// Writing failed (a full disk, an I/O error).
+    Disk(io::Error),
+}
+
+/// The result of [`write_body`].
+#[derive(Debug)]
+pub struct BodyOutcome {
+    /// Bytes written to the file at `offset` (also on failure: what reached the file).
+    pub written: u64,
+    /// Digest of the written bytes, when a hasher was given.
+    pub digest: Option<Vec<u8>>,
+    pub end: BodyEnd,
+}
+
+/// Writes `body` into `path` from `offset`, at most `limit` bytes, hashing with `hasher`.
+/// The file is synced before returning, so an answered offset survives a machine crash.
+pub async fn write_body(
+    body: Body,
+    path: PathBuf,
+    offset: u64,
+    limit: u64,
+    hasher: Option<Hasher>,
+    idle: Duration,
+) -> BodyOutcome {
+    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
+    let writer = tokio::task::spawn_blocking(move || writer(path, offset, rx, hasher));
+    let mut stream = body.into_data_stream();
+    let mut taken: u64 = 0;
+    let mut end = BodyEnd::Complete;
+    loop {
+        let next = match tokio::time::timeout(idle, stream.next()).await {
+            Err(_) => {
+                end = BodyEnd::Idle;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                end = BodyEnd::ClientGone(e.to_string());
+                break;
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let room = limit - taken;
+        let (frame, overflow) = if next.len() as u64 > room {
+            (next.slice(..room as usize), true)
+        } else {
+            (next, false)
+        };
+        taken += frame.len() as u64;
+        if !frame.is_empty() && tx.send(frame).await.is_err() {
+            break; // the writer failed; its error is reported below
+        }
+        if overflow {
+            end = BodyEnd::Overflow;
+            break;
+        }
+    }
+    drop(tx);
+    match writer.await {
+        Ok((written, digest, None)) => BodyOutcome {
+            written,
+            digest,
+            end,
+        },
+        Ok((written, digest, Some(e))) => BodyOutcome {
+            written,
+            digest,
+            end: BodyEnd::Disk(e),
+        },
+        Err(join) => BodyOutcome {
+            written: 0,
+            digest: None,
+            end: BodyEnd::Disk(io::Error::other(join.to_string())),
+        },
+    }
+}
+
+/// The blocking half: batches frames into large writes, hashes them, syncs at the end.
+fn writer(
+    path: PathBuf,
+    offset: u64,
+    mut rx: mpsc::Receiver<Bytes>,
+    mut hasher: Option<Hasher>,
+) -> (u64, Option<Vec<u8>>, Option<io::Error>) {
+    let mut written = 0u64;
+    let result = (|| -> io::Result<()> {
+        let mut file = OpenOptions::new().write(true).open(&path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
+        let mut flush = |buf: &mut Vec<u8>, written: &mut u64| -> io::Result<()> {
+            if buf.is_empty() {
+                return Ok(());
+            }
+            // On a failed write the file keeps whatever part of `buf` reached it; the caller
+            // takes the file's length as the truth.
+            file.write_all(buf)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(buf);
+            }
+            *written += buf.len() as u64;
+            buf.clear();
+            Ok(())
+        };
+        while let Some(frame) = rx.blocking_recv() {
+            buf.extend_from_slice(&frame);
+            if buf.len() >= WRITE_BUFFER || rx.is_empty() {
+                flush(&mut buf, &mut written)?;
+            }
+        }
+        flush(&mut buf, &mut written)?;
+        file.sync_data()
+    })();
+    let digest = hasher.map(Hasher::finish);
+    (written, digest, result.err())
+}

@@ -1,0 +1,130 @@
+//! `ferry serve`: turns the command line into a server configuration, binds, prints where the
+//! server is and how to authenticate, and runs until Ctrl-C or SIGTERM.
+
+use crate::cli::ServeArgs;
+use crate::exit;
+use ferry_core::limits::parse_size;
+use ferry_server::{Auth, Server, ServerConfig};
+use std::time::Duration;
+
+pub async fn run(args: ServeArgs) -> u8 {
+    let (config, generated) = match config(&args) {
+        Ok(c) => c,
+        Err(msg) => {
+            eprintln!("ferry serve: {msg}");
+            return exit::USAGE;
+        }
+    };
+    let server = match Server::open(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry serve: {e}");
+            return exit::FAILED;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "ferry serve: cannot listen on {}: {e}; pick another address with --listen",
+                args.listen
+            );
+            return exit::FAILED;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or(args.listen.clone(), |a| a.to_string());
+    eprintln!(
+        "ferry serve: serving {} at http://{addr}/  (files: /files/, tus uploads: /uploads/)",
+        server.root().display()
+    );
+    if let Some(token) = generated {
+        eprintln!("ferry serve: no --token, --users or --public given; generated token: {token}");
+        eprintln!("ferry serve: e.g. curl -H 'Authorization: Bearer {token}' http://{addr}/files/");
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("ferry serve: stopping; unfinished uploads resume when the server is back");
+    };
+    match server.run(listener, shutdown).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("ferry serve: {e}");
+            exit::FAILED
+        }
+    }
+}
+
+/// The configuration, plus the token when one was generated.
+fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<String>), String> {
+    let mut generated = None;
+    let auth = if args.public {
+        Auth::Public
+    } else if let Some(token) = &args.token {
+        if token.trim().is_empty() {
+            return Err("--token is empty".into());
+        }
+        Auth::single(token)
+    } else if let Some(path) = &args.users {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
+        Auth::parse_users(&text).map_err(|e| format!("users file {}: {e}", path.display()))?
+    } else {
+        let token = ferry_server::auth::generate_token();
+        let auth = Auth::single(&token);
+        generated = Some(token);
+        auth
+    };
+    let mut config = ServerConfig::new(&args.dir, auth);
+    if let Some(size) = &args.max_upload_size {
+        config.max_upload_size = Some(
+            parse_size(size)
+                .ok_or_else(|| format!("--max-upload-size {size:?}: expected a size like 10G"))?,
+        );
+    }
+    config.upload_expiry = parse_duration(&args.upload_expiry).ok_or_else(|| {
+        format!(
+            "--upload-expiry {:?}: expected a duration like 90s, 30m, 24h or 7d",
+            args.upload_expiry
+        )
+    })?;
+    Ok((config, generated))
+}
+
+/// `90s`, `30m`, `24h`, `7d`, or plain seconds.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604800)));
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0s"), None);
+        assert_eq!(parse_duration("1w"), None);
+    }
+}
