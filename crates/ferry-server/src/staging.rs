@@ -78,11 +78,36 @@ impl Staging {
         file.sync_data()
     }
 
-    /// Deletes the staged data (missing is fine).
+    /// Deletes the staged data and its marks (missing is fine).
     pub fn delete(&self, id: &str) -> io::Result<()> {
-        match std::fs::remove_file(self.data_path(id)) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        self.clear_unverified(id)?;
+        remove_if_present(&self.data_path(id))
+    }
+
+    fn unverified_path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.unverified"))
+    }
+
+    /// Marks the bytes from `offset` on as unverified while a checksummed PATCH writes them.
+    /// A mark found with no writer (after a crash) means: cut the file back to `offset`.
+    /// A small file beside the data rather than a store transaction: it costs no fsync, and
+    /// it only has to outlive the process, like the page-cache bytes it guards.
+    pub fn mark_unverified(&self, id: &str, offset: u64) -> io::Result<()> {
+        std::fs::write(self.unverified_path(id), offset.to_string())
+    }
+
+    pub fn clear_unverified(&self, id: &str) -> io::Result<()> {
+        remove_if_present(&self.unverified_path(id))
+    }
+
+    /// The offset of an unverified-bytes mark, if one is set.
+    pub fn unverified(&self, id: &str) -> io::Result<Option<u64>> {
+        match std::fs::read_to_string(self.unverified_path(id)) {
+            Ok(text) => Ok(Some(text.trim().parse().map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidData, "bad unverified-bytes mark")
+            })?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -187,6 +212,13 @@ fn rename_noreplace(src: &Path, dest: &Path) -> io::Result<()> {
             std::fs::remove_file(src)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

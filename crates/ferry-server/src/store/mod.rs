@@ -54,12 +54,9 @@ pub struct UploadRecord {
     pub phase: Phase,
     /// Unix seconds.
     pub created: u64,
-    /// Unix seconds after which an active upload expires (renewed by every PATCH), or after
+    /// Unix seconds after which an active upload expires (renewed by PATCHes), or after
     /// which a completed or expired record is forgotten.
     pub expires: u64,
-    /// Set while a PATCH with `Upload-Checksum` is writing: bytes past this offset are not
-    /// verified yet. Found set with no writer (a crash), they are cut off.
-    pub unverified_from: Option<u64>,
 }
 
 /// A failure of the state backend.

@@ -334,7 +334,6 @@ mod tests {
             phase: Phase::Active,
             created: 1,
             expires: 2,
-            unverified_from: None,
         }
     }
 
