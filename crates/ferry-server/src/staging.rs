@@ -155,6 +155,10 @@ impl Staging {
             return Err(LandError::IsDirectory(target.to_owned()));
         }
         let src = self.data_path(id);
+        // The bytes reach the disk before the name points at them.
+        File::open(&src)
+            .and_then(|f| f.sync_data())
+            .map_err(io_err)?;
         if overwrite {
             std::fs::rename(&src, &dest).map_err(io_err)?;
         } else {

@@ -142,6 +142,14 @@ impl Env {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- ferry serve log ---\n{}", self.srv.log());
+        }
+    }
+}
+
 fn metadata(meta: &[(&str, &str)]) -> String {
     meta.iter()
         .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))

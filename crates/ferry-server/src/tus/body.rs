@@ -41,10 +41,16 @@ pub struct BodyOutcome {
     /// Digest of the written bytes, when a hasher was given.
     pub digest: Option<Vec<u8>>,
     pub end: BodyEnd,
+    /// After a refusal (overflow, disk error): whether the rest of the body was read, so the
+    /// connection can stay open.
+    pub drained: bool,
 }
 
 /// Writes `body` into `path` from `offset`, at most `limit` bytes, hashing with `hasher`.
-/// The file is synced before returning, so an answered offset survives a machine crash.
+/// The data is not synced here: a killed server keeps page-cache bytes, and after a machine
+/// crash the file's length (the offset a client's HEAD gets) never exceeds the data that
+/// reached the disk on ext4/XFS (ordered data), so a resuming client re-sends the rest.
+/// A finished upload is synced once, before it lands.
 pub async fn write_body(
     body: Body,
     path: PathBuf,
@@ -87,23 +93,63 @@ pub async fn write_body(
         }
     }
     drop(tx);
-    match writer.await {
+    if !matches!(
+        end,
+        BodyEnd::Complete | BodyEnd::ClientGone(_) | BodyEnd::Idle
+    ) {
+        // Refused bytes are read and dropped so the client hears the answer (see `drain`).
+        drain(&mut stream).await;
+    }
+    let reading_completed = matches!(end, BodyEnd::Complete);
+    let mut outcome = match writer.await {
         Ok((written, digest, None)) => BodyOutcome {
             written,
             digest,
             end,
+            drained: true,
         },
         Ok((written, digest, Some(e))) => BodyOutcome {
             written,
             digest,
             end: BodyEnd::Disk(e),
+            drained: true,
         },
         Err(join) => BodyOutcome {
             written: 0,
             digest: None,
             end: BodyEnd::Disk(io::Error::other(join.to_string())),
+            drained: true,
         },
+    };
+    if matches!(outcome.end, BodyEnd::Disk(_)) && reading_completed {
+        outcome.drained = drain(&mut stream).await;
     }
+    outcome
+}
+
+/// Most of a refused body that is read (and dropped) before answering.
+pub const DRAIN_LIMIT: u64 = 16 << 20;
+
+/// Reads what is left of a refused request body, up to [`DRAIN_LIMIT`] bytes and for at most two
+/// seconds, and says whether it got to the end. A client still sending when the server answers
+/// and closes gets a reset and may lose the answer (the 409 with the right offset, the 507);
+/// after a drain it reads the answer normally. Larger bodies are cut off (`Connection: close`).
+pub async fn drain<S, E>(stream: &mut S) -> bool
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(2), async {
+        let mut total = 0u64;
+        while let Some(Ok(frame)) = stream.next().await {
+            total += frame.len() as u64;
+            if total > DRAIN_LIMIT {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// The blocking half: batches frames into large writes, hashes them, syncs at the end.
@@ -138,8 +184,7 @@ fn writer(
                 flush(&mut buf, &mut written)?;
             }
         }
-        flush(&mut buf, &mut written)?;
-        file.sync_data()
+        flush(&mut buf, &mut written)
     })();
     let digest = hasher.map(Hasher::finish);
     (written, digest, result.err())

@@ -224,31 +224,13 @@ async fn upload(
     }
 }
 
-/// Most a refused request's unread body is read (and dropped) before answering.
-const DRAIN_LIMIT: u64 = 16 << 20;
-
-/// Answers with `error` after reading what is left of a refused request's body (up to
-/// [`DRAIN_LIMIT`], for at most two seconds). A client still sending when the server answers
-/// and closes would otherwise get a reset and lose the answer (e.g. the 409 that tells it the
-/// right offset). Larger bodies are cut off with `Connection: close`.
+/// Answers with `error` after draining what is left of a refused request's body
+/// ([`body::drain`]); a body too large to drain ends with `Connection: close`.
 async fn drain_then(body: Option<Body>, error: TusError) -> Response {
     let mut res = error.into_response();
-    let Some(body) = body else {
-        return res;
-    };
-    let drained = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut stream = body.into_data_stream();
-        let mut total = 0u64;
-        while let Some(Ok(frame)) = futures_util::StreamExt::next(&mut stream).await {
-            total += frame.len() as u64;
-            if total > DRAIN_LIMIT {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    if drained != Ok(true) {
+    if let Some(body) = body
+        && !body::drain(&mut body.into_data_stream()).await
+    {
         res.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -632,16 +614,25 @@ async fn append(
     }
     rec.offset = new_offset;
     touch(u, rec).await?;
+    let close = |e: TusError| {
+        if outcome.drained {
+            e
+        } else {
+            e.with(header::CONNECTION, "close")
+        }
+    };
     match outcome.end {
         BodyEnd::Complete => {}
         BodyEnd::Overflow => {
-            return Err(TusError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the body goes past the upload's length; the bytes up to offset {new_offset} were kept"
-                ),
-            )
-            .with(UPLOAD_OFFSET, new_offset));
+            return Err(close(
+                TusError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!(
+                        "the body goes past the upload's length; the bytes up to offset {new_offset} were kept"
+                    ),
+                )
+                .with(UPLOAD_OFFSET, new_offset),
+            ));
         }
         BodyEnd::ClientGone(e) => {
             tracing::debug!(id = %rec.id, "client went away mid-PATCH at {new_offset}: {e}");
@@ -664,7 +655,7 @@ async fn append(
                 rec.offset = len;
                 u.store.update(rec).await?;
             }
-            return Err(io_error("writing the upload", e));
+            return Err(close(io_error("writing the upload", e)));
         }
     }
     if rec.length == Some(new_offset) {
