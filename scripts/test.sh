@@ -61,6 +61,7 @@ have_nginx || need+=(nginx)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # certificates for the HTTPS test
+command -v aria2c >/dev/null 2>&1 || need+=(aria2)      # interop test of ferry serve
 if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing missing test dependencies: ${need[*]}"
     pkgs=()
@@ -89,6 +90,44 @@ for comp in rustfmt clippy; do
         rustup component add "$comp" || true
     fi
 done
+
+# --- tus peers: tus-js-client + @tus/server (Node) and tuspy (Python) ----------------------
+# For the upload interop tests (crates/ferry/tests/serve_tus_clients.rs) and bench/upload.sh.
+# Node packages come from tests/peers/node/package-lock.json (`npm ci`, redone only when the
+# lock file or the Node version changed: a stamp in node_modules); tuspy from
+# tests/peers/python/requirements.txt into the venv target/peers/venv (same stamp scheme).
+# Installs nodejs, npm and python3-venv with apt-get when missing. The tests find the peers
+# through the two variables exported here; they skip without them, except in CI (CI=true),
+# where a missing peer fails them.
+install_tus_peers() {
+    local need=() stamp
+    command -v node >/dev/null 2>&1 || need+=(nodejs)
+    command -v npm >/dev/null 2>&1 || need+=(npm)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "==> installing missing tus peer dependencies: ${need[*]}"
+        apt_install "${need[@]}" || return 1
+    fi
+    local node_dir=tests/peers/node venv=target/peers/venv
+    stamp="$(node --version) $(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)"
+    if [ "$(cat "$node_dir/node_modules/.ferry-stamp" 2>/dev/null)" != "$stamp" ]; then
+        echo "==> npm ci --prefix $node_dir"
+        npm ci --prefix "$node_dir" --no-audit --no-fund || return 1
+        echo "$stamp" >"$node_dir/node_modules/.ferry-stamp"
+    fi
+    stamp="$(python3 --version) $(sha256sum tests/peers/python/requirements.txt | cut -d' ' -f1)"
+    if [ "$(cat "$venv/.ferry-stamp" 2>/dev/null)" != "$stamp" ]; then
+        echo "==> python3 -m venv $venv; pip install -r tests/peers/python/requirements.txt"
+        rm -rf "$venv"
+        python3 -m venv "$venv" || return 1
+        "$venv/bin/pip" install -q --disable-pip-version-check -r tests/peers/python/requirements.txt || return 1
+        echo "$stamp" >"$venv/.ferry-stamp"
+    fi
+    export FERRY_PEERS_NODE_DIR="$PWD/$node_dir"
+    export FERRY_PEERS_PYTHON="$PWD/$venv/bin/python"
+    echo "==> tus peers: node $(node --version), $(cd "$node_dir" && node -p 'const r = require; ["tus-js-client", "@tus/server", "@tus/file-store"].map((p) => p + " " + JSON.parse(r("fs").readFileSync("node_modules/" + p + "/package.json")).version).join(", ")'), $("$FERRY_PEERS_PYTHON" -c 'import importlib.metadata as m; print("tuspy", m.version("tuspy"))')"
+}
+step tus-peers install_tus_peers
 
 # --- checks and tests ---------------------------------------------------------------------
 step fmt cargo fmt --all -- --check --color never

@@ -1,0 +1,351 @@
+#!/usr/bin/env bash
+# bench/upload.sh: tus uploads on loopback, in the same run: tus-js-client (the reference tus
+# client, in Node) into `ferry serve` and into @tus/server with its FileStore (the Node reference
+# server), same file, same client.
+#
+#   bench/upload.sh                  # from anywhere in the repo; 1 GiB, 3 runs per row
+#   QUICK=1 bench/upload.sh          # smoke run: 64 MiB, 1 run
+#   RUNS=5 UPLOAD_MIB=2048 bench/upload.sh
+#   CASES=upload bench/run           # the same, as the `upload` case of bench/run
+#
+# Rows (every run's stored file is compared with its source by cmp):
+#   ferry-p4    tus-js-client parallelUploads: 4 (4 partial uploads + concatenation) -> ferry serve
+#   ferry-seq   tus-js-client, one sequential upload (one PATCH)                     -> ferry serve
+#   tus-node    tus-js-client, one sequential upload (one PATCH)                     -> @tus/server
+#               (@tus/server has no concatenation, so no parallelUploads row for it)
+#
+# Environment:
+#   RUNS         runs per row, interleaved; the table shows medians (default 3)
+#   UPLOAD_MIB   file size in MiB (default 1024)
+#   CHUNK_MIB    when set, also rows with tus-js-client chunkSize CHUNK_MIB MiB into both servers
+#   TIMEOUT      seconds before one upload is killed (default 300)
+#   QUICK=1      UPLOAD_MIB=64 RUNS=1 TIMEOUT=60 unless set
+#   NO_BUILD=1   skip `cargo build --release -p ferry`
+#   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
+#   FERRY_NODE   node binary (default: node from PATH)
+#   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
+#   BENCH_EMBEDDED=1  print only the report body (no title or machine lines): bench/run puts it
+#                under its "Uploads" heading
+#
+# Installs what is missing: nodejs, npm, time, python3 (apt-get), and tus-js-client, @tus/server
+# and @tus/file-store (`npm ci --prefix tests/peers/node`, from its package-lock.json). The report
+# (markdown) goes to stdout, progress and per-run lines to stderr. Exit status 1 when a ferry row
+# failed or any stored file differed from its source, or the @tus/server row failed (a broken
+# set-up); the whole table is printed first.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+REPO=$(pwd)
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
+log() { bench_log "upload: $*"; }
+
+if [ -n "${QUICK:-}" ]; then
+    : "${UPLOAD_MIB:=64}" "${RUNS:=1}" "${TIMEOUT:=60}"
+fi
+RUNS=${RUNS:-3}
+UPLOAD_MIB=${UPLOAD_MIB:-1024}
+CHUNK_MIB=${CHUNK_MIB:-}
+TIMEOUT=${TIMEOUT:-300}
+export TIMEOUT
+FERRY_SRC=${FERRY_BIN:-$REPO/target/release/ferry}
+NODE=${FERRY_NODE:-node}
+PEERS="$REPO/tests/peers/node"
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+T0=$(date +%s)
+
+# --- peers and ferry ------------------------------------------------------------------------
+need=()
+command -v "$NODE" >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v python3 >/dev/null 2>&1 || need+=(python3)   # bench_free_port
+[ -x /usr/bin/time ] || need+=(time)
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing: ${need[*]}"
+    bench_apt_install "${need[@]}" || { log "apt-get failed; install ${need[*]} yourself"; exit 1; }
+fi
+# The same stamp as scripts/test.sh: npm ci again only when the lock file or node changed.
+stamp="$("$NODE" --version) $(sha256sum "$PEERS/package-lock.json" | cut -d' ' -f1)"
+if [ "$(cat "$PEERS/node_modules/.ferry-stamp" 2>/dev/null)" != "$stamp" ]; then
+    log "npm ci --prefix tests/peers/node"
+    npm ci --prefix "$PEERS" --no-audit --no-fund >&2
+    echo "$stamp" >"$PEERS/node_modules/.ferry-stamp"
+fi
+pkg_version() { # pkg_version NAME -> version in tests/peers/node/node_modules
+    sed -n 's/^  "version": "\(.*\)",$/\1/p' "$PEERS/node_modules/$1/package.json" | head -1
+}
+TUS_JS_VERSION=$(pkg_version tus-js-client)
+TUS_SERVER_VERSION=$(pkg_version @tus/server)
+FILE_STORE_VERSION=$(pkg_version @tus/file-store)
+
+if [ -z "${NO_BUILD:-}" ]; then
+    log "cargo build --release -p ferry"
+    cargo build --release -p ferry >&2 || log "BUILD FAILED: ferry rows will say FAIL"
+fi
+
+bench_tmpdir
+mkdir -p "$T/bin" "$T/ferry-root" "$T/tus-root"
+# A copy: another engineer's build must not swap the binary in the middle of the run.
+FERRY="$T/bin/ferry"
+cp "$FERRY_SRC" "$FERRY" 2>/dev/null || { log "no ferry binary at $FERRY_SRC"; printf '#!/bin/sh\nexit 127\n' >"$FERRY"; chmod +x "$FERRY"; }
+FERRY_VERSION=$(bench_version ferry "$FERRY" --version)
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[ -z "$(git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null)" ] || GIT_REV="$GIT_REV + uncommitted changes"
+
+log "creating the ${UPLOAD_MIB} MiB source file"
+SRC_FILE="$T/src.bin"
+bench_random_file "$SRC_FILE" "$UPLOAD_MIB"
+sync "$SRC_FILE"
+
+# --- servers --------------------------------------------------------------------------------
+# wait_port PORT PID NAME: polls (with a 30 s deadline) until PORT accepts connections; fails
+# early when PID is gone.
+wait_port() {
+    local port=$1 pid=$2 name=$3 deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if (: </dev/tcp/127.0.0.1/"$port") 2>/dev/null; then return 0; fi
+        kill -0 "$pid" 2>/dev/null || { log "$name exited before listening"; return 1; }
+        sleep 0.05
+    done
+    log "$name does not listen on 127.0.0.1:$port after 30 s"
+    return 1
+}
+
+TOKEN=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+FERRY_PID=
+FERRY_URL=
+start_ferry() {
+    local port
+    for _ in 1 2 3; do
+        port=$(bench_free_port)
+        "$FERRY" serve "$T/ferry-root" --listen "127.0.0.1:$port" --token "$TOKEN" \
+            </dev/null >"$T/ferry-serve.out" 2>"$T/ferry-serve.err" &
+        FERRY_PID=$!
+        BENCH_PIDS+=("$FERRY_PID")
+        if wait_port "$port" "$FERRY_PID" "ferry serve"; then
+            FERRY_URL="http://127.0.0.1:$port/uploads/"
+            log "ferry serve pid $FERRY_PID on $FERRY_URL"
+            return 0
+        fi
+        kill "$FERRY_PID" 2>/dev/null || true
+        log "ferry serve: $(tail -c 500 "$T/ferry-serve.err" | tr '\n' ' ')"
+    done
+    return 1
+}
+TUS_PID=
+TUS_URL=
+start_tus_server() {
+    "$NODE" "$PEERS/tus-server.mjs" "$T/tus-root" </dev/null >"$T/tus-server.out" 2>"$T/tus-server.err" &
+    TUS_PID=$!
+    BENCH_PIDS+=("$TUS_PID")
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        TUS_URL=$(sed -n '1s/^listening on \(http:\/\/[^ ]*\).*/\1/p' "$T/tus-server.out")
+        [ -z "$TUS_URL" ] || break
+        kill -0 "$TUS_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$TUS_URL" ]; then
+        log "@tus/server did not start: $(tail -c 500 "$T/tus-server.err" | tr '\n' ' ')"
+        return 1
+    fi
+    log "@tus/server $TUS_SERVER_VERSION pid $TUS_PID on $TUS_URL"
+}
+start_ferry || { log "ferry serve did not start: its rows will say FAIL"; FERRY_URL="http://127.0.0.1:9/uploads/"; }
+start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
+
+# --- rows -----------------------------------------------------------------------------------
+# Per row: label, the client's options, the server (ferry or tus), the ferry row it is compared
+# with. Every upload gets its own metadata filename (ferry serve refuses to overwrite).
+UP="$NODE $PEERS/upload.mjs $SRC_FILE"
+ROWS=(ferry-p4 ferry-seq tus-node)
+declare -A LABEL OPTS SERVER REF
+LABEL[ferry-p4]='tus-js-client parallelUploads 4 → ferry serve'
+OPTS[ferry-p4]='--parallel 4'
+SERVER[ferry-p4]=ferry
+LABEL[ferry-seq]='tus-js-client sequential → ferry serve'
+OPTS[ferry-seq]=''
+SERVER[ferry-seq]=ferry
+LABEL[tus-node]='tus-js-client sequential → @tus/server'
+OPTS[tus-node]=''
+SERVER[tus-node]=tus
+REF[tus-node]=ferry-seq
+if [ -n "$CHUNK_MIB" ]; then
+    ROWS+=(ferry-chunk tus-chunk)
+    LABEL[ferry-chunk]="tus-js-client ${CHUNK_MIB} MiB chunks → ferry serve"
+    OPTS[ferry-chunk]="--chunk-size $((CHUNK_MIB << 20))"
+    SERVER[ferry-chunk]=ferry
+    LABEL[tus-chunk]="tus-js-client ${CHUNK_MIB} MiB chunks → @tus/server"
+    OPTS[tus-chunk]="--chunk-size $((CHUNK_MIB << 20))"
+    SERVER[tus-chunk]=tus
+    REF[tus-chunk]=ferry-chunk
+fi
+CASE="${UPLOAD_MIB}MiB"
+
+# --- one upload -----------------------------------------------------------------------------
+CUR_TOOL=
+CUR_RUN=
+CUR_NAME=
+# The stored file of the current run: ferry serve puts it at DIR/<metadata filename>;
+# @tus/server's FileStore at DIR/<upload id>, the last segment of the URL the client printed.
+stored_file() {
+    if [ "${SERVER[$CUR_TOOL]}" = ferry ]; then
+        echo "$T/ferry-root/$CUR_NAME"
+    else
+        local url
+        url=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$T/logs/$CASE.$CUR_TOOL.$CUR_RUN.log" | tail -1)
+        [ -z "$url" ] || echo "$T/tus-root/${url##*/}"
+    fi
+}
+verify_upload() {
+    local f
+    f=$(stored_file)
+    [ -n "$f" ] || { log "$CUR_TOOL run $CUR_RUN: no upload URL in the client's output"; return 1; }
+    cmp -s "$f" "$SRC_FILE" || { log "$CUR_TOOL run $CUR_RUN: $f missing or different"; return 1; }
+}
+# Server CPU time (user+sys, in clock ticks) and peak RSS (KiB) of a PID, from /proc.
+proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+TICKS=$(getconf CLK_TCK)
+# Noise: other people's compiles on the same cores (as in bench/run).
+BUSY=0
+UPLOADS=0
+LOAD_MAX=0
+sample_noise() {
+    local n load
+    n=$(pgrep -c -x 'rustc|cc1|cc1plus|ld|ld.lld|mold' 2>/dev/null || true)
+    [ "${n:-0}" = 0 ] || BUSY=$((BUSY + 1))
+    UPLOADS=$((UPLOADS + 1))
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    LOAD_MAX=$(awk -v a="$LOAD_MAX" -v b="$load" 'BEGIN {print (b>a ? b : a)}')
+}
+: >"$T/server-cpu"   # "tool run cpu_seconds" per upload
+
+bad=0
+for run in $(seq "$RUNS"); do
+    for tool in "${ROWS[@]}"; do
+        CUR_TOOL=$tool CUR_RUN=$run CUR_NAME="$tool.$run.bin"
+        if [ "${SERVER[$tool]}" = ferry ]; then
+            url=$FERRY_URL pid=$FERRY_PID auth="--token $TOKEN"
+        else
+            url=$TUS_URL pid=$TUS_PID auth=""
+        fi
+        sample_noise
+        before=$(proc_ticks "${pid:-0}")
+        if ! bench_run "$CASE" "$tool" "$run" verify_upload "$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}"; then
+            if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ]; then
+                bad=1
+            fi
+        fi
+        after=$(proc_ticks "${pid:-0}")
+        echo "$tool $run $(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
+        # Keep the disk use at one stored copy: the file was compared above.
+        f=$(stored_file 2>/dev/null || true)
+        [ -z "$f" ] || rm -f "$f" "$f.json"
+    done
+done
+FERRY_HWM=$(proc_hwm "${FERRY_PID:-0}")
+TUS_HWM=$(proc_hwm "${TUS_PID:-0}")
+ELAPSED=$(($(date +%s) - T0))
+
+# --- report ---------------------------------------------------------------------------------
+declare -A MED
+for tool in "${ROWS[@]}"; do
+    read -r ok _ _ wall _ < <(bench_stats "$CASE" "$tool")
+    [ "$ok" = 0 ] || MED[$tool]=$wall
+done
+server_cpu() { # median server CPU s of a row's successful runs
+    local tool=$1
+    awk -v t="$tool" '$1==t {print $3}' "$T/server-cpu" | bench_median
+}
+ratio() { # ratio FERRYROW PEERROW -> ferry speed / peer speed, or n/a
+    local f=${MED[$1]:-} p=${MED[$2]:-}
+    if [ -n "$f" ] && [ -n "$p" ]; then
+        awk -v f="$f" -v p="$p" 'BEGIN {printf "%.2f", (f>0 ? p/f : 0)}'
+    else
+        echo n/a
+    fi
+}
+row() {
+    local tool=$1 ok total fails wall cpu rss
+    read -r ok total fails wall cpu rss _ < <(bench_stats "$CASE" "$tool")
+    local runs="$ok/$total"
+    [ "$fails" = - ] || runs="$runs (${fails//x/×})"
+    if [ "$ok" = 0 ]; then
+        echo "| $CASE | ${LABEL[$tool]} | $runs | $(echo "$fails" | sed 's/[0-9]*x//g; s:,:/:g') | | | | | | | |"
+        return
+    fi
+    local speed vs="" tr="" sr="" ref=${REF[$tool]:-}
+    speed=$(awk -v m="$UPLOAD_MIB" -v w="$wall" 'BEGIN {printf "%.0f", (w>0 ? m/w : 0)}')
+    if [ -n "$ref" ]; then
+        vs=${LABEL[$ref]}
+        vs=${vs#tus-js-client }
+        local fw=${MED[$ref]:-}
+        if [ -n "$fw" ]; then
+            tr=$(awk -v f="$fw" -v p="$wall" 'BEGIN {printf "%.2f", (p>0 ? f/p : 0)}')
+            sr=$(awk -v f="$fw" -v p="$wall" 'BEGIN {printf "%.2f", (f>0 ? p/f : 0)}')
+        else
+            tr="ferry failed"
+        fi
+    fi
+    printf '| %s | %s | %s | %.2f | %s | %.2f | %.0f | %.2f | %s | %s | %s |\n' \
+        "$CASE" "${LABEL[$tool]}" "$runs" "$wall" "$speed" "$cpu" "$rss" "$(server_cpu "$tool")" "$vs" "$tr" "$sr"
+}
+cmdline() { # the client command line as a user would type it
+    local tool=$1 auth=""
+    [ "${SERVER[$tool]}" != ferry ] || auth=" --token TOKEN"
+    echo "node upload.mjs FILE URL$auth --name NAME ${OPTS[$tool]}" | sed 's/ *$//'
+}
+
+report() {
+    if [ -z "${BENCH_EMBEDDED:-}" ]; then
+        echo "# ferry upload benchmark"
+        echo
+        echo "Generated by \`bench/upload.sh\` (see \`bench/README.md\`). One machine, loopback, both servers"
+        echo "in the same run; timing is reported here and never decides whether a test passes."
+        echo
+        echo "- date: $STARTED; whole run ${ELAPSED} s"
+        echo "- machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr)"
+        echo "- ferry: $FERRY_VERSION (git $GIT_REV)"
+    fi
+    echo "- client: tus-js-client $TUS_JS_VERSION on Node $("$NODE" --version) (\`tests/peers/node/upload.mjs\`: the file as an fs.ReadStream, no retries)"
+    echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing under $(df -T /tmp | awk 'NR==2 {print $2}') in /tmp"
+    echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved, median shown; every stored file compared with cmp, then deleted"
+    echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $UPLOADS uploads; highest 1-minute load average $LOAD_MAX"
+    echo
+    echo "| case | client → server | runs ok | median wall s | MiB/s | client CPU s | client peak RSS MiB | server CPU s | vs | ferry/peer time | ferry speedup |"
+    echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
+    for tool in "${ROWS[@]}"; do row "$tool"; done
+    echo
+    echo "Wall time is the client's, from start to the server's last answer (Node start-up included, the"
+    echo "same for every row); \"server CPU s\" is the server process's user+sys time during that upload"
+    echo "(from /proc). Peak RSS over the whole run: ferry serve $((FERRY_HWM / 1024)) MiB, @tus/server $((TUS_HWM / 1024)) MiB."
+    echo "\"ferry/peer time\" < 1 and \"ferry speedup\" > 1 mean ferry serve was faster, against the"
+    echo "ferry serve row with the same client settings. @tus/server has no concatenation, so"
+    echo "parallelUploads cannot be used with it. @tus/file-store never syncs to disk (no fsync): it"
+    echo "answers while the bytes may still be only in the page cache; a server that makes accepted bytes"
+    echo "durable before answering (fdatasync) pays for that in these rows."
+    echo
+    echo "Client command lines (FILE is the source, URL the server's tus endpoint):"
+    echo
+    echo '```'
+    for tool in "${ROWS[@]}"; do printf '%-12s %s\n' "$tool" "$(cmdline "$tool")"; done
+    echo '```'
+    echo
+    echo "- the issue's bar (tus-js-client into ferry serve at least as fast as into @tus/server):"
+    echo "  ferry serve speed / @tus/server speed, sequential = $(ratio ferry-seq tus-node) (bar: ≥ 1);"
+    echo "  with parallelUploads 4 into ferry serve vs sequential into @tus/server = $(ratio ferry-p4 tus-node)"
+    if [ -n "$CHUNK_MIB" ]; then
+        echo "- ${CHUNK_MIB} MiB chunks: ferry serve / @tus/server = $(ratio ferry-chunk tus-chunk)"
+    fi
+}
+
+report >"$T/report.md"
+cat "$T/report.md"
+if [ "$bad" != 0 ]; then
+    log "an upload into ferry serve failed, or a stored file differed, or the @tus/server row failed (see above)"
+    for f in "$T/ferry-serve.err" "$T/tus-server.err"; do
+        [ ! -s "$f" ] || log "$(basename "$f") (tail): $(tail -c 1500 "$f")"
+    done
+    exit 1
+fi
