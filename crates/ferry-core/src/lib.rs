@@ -1,4 +1,5 @@
-//! ferry's transfer engine: segmented, resumable, verified HTTP(S) downloads.
+//! ferry's transfer engine: segmented, resumable, verified HTTP(S) downloads, and resumable
+//! parallel uploads to tus servers ([`upload`]).
 //!
 //! A download is a set of byte ranges to fill from one or more sources (mirrors) over many
 //! connections, written in place into `<name>.part`, recorded in a crash-safe journal
@@ -14,6 +15,7 @@ pub mod plan;
 pub mod ranges;
 pub mod sink;
 pub mod source;
+pub mod upload;
 pub mod verify;
 
 pub use download::{Download, DownloadBuilder, Outcome, Output};

@@ -22,10 +22,29 @@ pub enum Command {
     Get(GetArgs),
     /// Show what a resume journal says: source, validators, done and missing bytes.
     Status(StatusArgs),
+    /// Upload files to a tus server over many connections; rerun the same command to resume.
+    #[command(after_help = PUT_EXAMPLES)]
+    Put(PutArgs),
     /// Serve a directory: downloads with full Range support and resumable (tus) uploads.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
 }
+
+const PUT_EXAMPLES: &str = "\
+Examples:
+  ferry put big.iso http://host:8080/uploads/ --token T
+      4 connections (parallel partial uploads) when the server supports concatenation
+  ferry put -x 8 --chunk-size 16M a.bin b.bin http://host:8080/uploads/
+      several files, one after the other, 8 connections each
+  ferry put -r photos/ http://host:8080/uploads/ --token T
+      a folder, keeping its relative paths (photos/2026/a.jpg)
+  ferry put --name new.iso --overwrite big.iso URL
+      upload under another name, replacing what the server has
+
+Every PATCH carries a checksum (the strongest the server offers). Progress is kept in the
+server's offsets and a small journal in ~/.local/share/ferry/uploads: rerun the same command
+after Ctrl-C, a crash or a network failure and it continues where it stopped.
+Exit codes: 0 done, 1 failed, 2 usage error, 3 interrupted (rerun to resume).";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -40,6 +59,67 @@ URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 
 'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
 Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
 an existing file is replaced only when the upload's metadata has overwrite=true.";
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    /// Files (or folders with -r) to upload, then the tus endpoint URL (e.g. http://host:8080/uploads/).
+    #[arg(required = true, num_args = 2.., value_name = "FILE... URL")]
+    pub args: Vec<String>,
+
+    /// Connections per file (parallel partial uploads, when the server supports them).
+    #[arg(
+        short = 'x',
+        long = "connections",
+        value_name = "N",
+        default_value_t = 4
+    )]
+    pub connections: usize,
+
+    /// Sent as 'Authorization: Bearer TOKEN'.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "FERRY_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    /// Extra request header, e.g. -H 'X-Api-Key: k' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
+    pub headers: Vec<String>,
+
+    /// Bytes per request, each with its own checksum (e.g. 8M). Default: 1/16 of a part, 1-32 MiB.
+    #[arg(long = "chunk-size", value_name = "SIZE")]
+    pub chunk_size: Option<String>,
+
+    /// Cap the total speed, e.g. 500K, 20M (bytes per second).
+    #[arg(long = "limit-rate", value_name = "RATE")]
+    pub limit_rate: Option<String>,
+
+    /// The name on the server (one file only); default: the file's name.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Replace a file of the same name on the server.
+    #[arg(long)]
+    pub overwrite: bool,
+
+    /// Upload folders, keeping their relative paths.
+    #[arg(short = 'r', long = "recursive")]
+    pub recursive: bool,
+
+    /// Attempts in a row without progress before giving up.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub retries: u32,
+
+    /// Print one JSON event per line on stdout instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {

@@ -75,7 +75,7 @@ pub async fn run(args: GetArgs) -> u8 {
 }
 
 /// Ctrl-C or SIGTERM: cancel every download; they save their journals and stop.
-async fn watch_signals(cancel: CancellationToken) {
+pub(crate) async fn watch_signals(cancel: CancellationToken) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let term_fut = async {
         match term.as_mut() {

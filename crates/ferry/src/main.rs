@@ -4,6 +4,7 @@
 mod cli;
 mod get;
 mod progress;
+mod put;
 mod serve;
 mod status;
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
             cli::Command::Get(args) => get::run(args).await,
             cli::Command::Status(args) => status::run(args),
             cli::Command::Serve(args) => serve::run(args).await,
+            cli::Command::Put(args) => put::run(args).await,
         }
     });
     ExitCode::from(code)

@@ -1,0 +1,188 @@
+//! The local resume record of an upload (`ferry put`): which upload URLs on which endpoint hold
+//! which byte ranges of which local file. It lives in the user's data directory
+//! (`$FERRY_DATA_DIR`, else `$XDG_DATA_HOME/ferry`, else `~/.local/share/ferry`) under
+//! `uploads/<key>.json`, one file per (endpoint, absolute path), written atomically. The file's
+//! size, mtime and a content fingerprint tell whether it is still the same file.
+
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+const VERSION: u32 = 1;
+/// Bytes read from the start and from the end of the file for its fingerprint.
+const FINGERPRINT_SPAN: u64 = 1 << 20;
+
+/// One upload URL and the bytes of the file it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Part {
+    pub url: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What a rerun needs to continue an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadJournal {
+    pub version: u32,
+    pub endpoint: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i128,
+    pub fingerprint: String,
+    /// The remote name (metadata) the upload was created with.
+    pub remote: String,
+    /// One part: a plain upload. Several: partial uploads joined by a final one.
+    pub parts: Vec<Part>,
+    /// The final (concatenated) upload, once created.
+    pub final_url: Option<String>,
+}
+
+/// Identity of a local file at one moment: size, mtime and a fingerprint of its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub fingerprint: String,
+}
+
+impl FileIdentity {
+    /// Reads the size and mtime, and hashes (BLAKE3) the first and last MiB with the size.
+    pub fn of(path: &Path) -> Result<FileIdentity, Error> {
+        let io = |e| Error::io(path, e);
+        let mut f = std::fs::File::open(path).map_err(io)?;
+        let meta = f.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(Error::Usage(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        let size = meta.len();
+        let mtime_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos() as i128);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&size.to_le_bytes());
+        let mut buf = vec![0u8; FINGERPRINT_SPAN.min(size) as usize];
+        f.read_exact(&mut buf).map_err(io)?;
+        hasher.update(&buf);
+        if size > FINGERPRINT_SPAN {
+            let tail = FINGERPRINT_SPAN.min(size - FINGERPRINT_SPAN);
+            f.seek(SeekFrom::Start(size - tail)).map_err(io)?;
+            buf.truncate(tail as usize);
+            f.read_exact(&mut buf).map_err(io)?;
+            hasher.update(&buf);
+        }
+        Ok(FileIdentity {
+            size,
+            mtime_ns,
+            fingerprint: hasher.finalize().to_hex().to_string(),
+        })
+    }
+}
+
+impl UploadJournal {
+    pub fn new(endpoint: &str, path: &Path, id: &FileIdentity, remote: &str) -> UploadJournal {
+        UploadJournal {
+            version: VERSION,
+            endpoint: endpoint.to_owned(),
+            path: path.to_owned(),
+            size: id.size,
+            mtime_ns: id.mtime_ns,
+            fingerprint: id.fingerprint.clone(),
+            remote: remote.to_owned(),
+            parts: Vec::new(),
+            final_url: None,
+        }
+    }
+
+    /// Whether the journal describes this very file content.
+    pub fn same_file(&self, id: &FileIdentity) -> bool {
+        self.size == id.size && self.mtime_ns == id.mtime_ns && self.fingerprint == id.fingerprint
+    }
+}
+
+/// The directory holding upload journals.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FERRY_DATA_DIR") {
+        return PathBuf::from(d).join("uploads");
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("ferry").join("uploads")
+}
+
+/// The journal file for (endpoint, absolute path).
+pub fn path_for(dir: &Path, endpoint: &str, file: &Path) -> PathBuf {
+    let mut h = blake3::Hasher::new();
+    h.update(endpoint.as_bytes());
+    h.update(b"\n");
+    h.update(file.as_os_str().as_encoded_bytes());
+    let key = h.finalize().to_hex();
+    dir.join(format!("{}.json", &key[..32]))
+}
+
+/// Loads a journal; a missing file is `None`, an unreadable or foreign one too (it is only a
+/// hint: the server's offsets are the truth, and starting over loses no data).
+pub fn load(path: &Path) -> Option<UploadJournal> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let j: UploadJournal = serde_json::from_str(&text).ok()?;
+    (j.version == VERSION).then_some(j)
+}
+
+/// Writes the journal atomically (temp file, fsync, rename).
+pub fn save(path: &Path, journal: &UploadJournal) -> Result<(), Error> {
+    let dir = path.parent().expect("journal paths have a parent");
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = path.with_extension("json.tmp");
+    let io = |e| Error::io(&tmp, e);
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&serde_json::to_vec_pretty(journal).expect("journal serialises"))
+        .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Removes a journal (missing is fine).
+pub fn remove(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("f.bin");
+        std::fs::write(&f, vec![7u8; 3 << 20]).unwrap();
+        let id = FileIdentity::of(&f).unwrap();
+        assert_eq!(id.size, 3 << 20);
+        let mut j = UploadJournal::new("http://h/uploads/", &f, &id, "f.bin");
+        j.parts.push(Part {
+            url: "http://h/uploads/a".into(),
+            start: 0,
+            end: 3 << 20,
+        });
+        let p = path_for(dir.path(), &j.endpoint, &f);
+        save(&p, &j).unwrap();
+        assert_eq!(load(&p).unwrap(), j);
+        assert!(j.same_file(&id));
+        // A change in the middle (not in the fingerprint span) still changes the mtime.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut data = std::fs::read(&f).unwrap();
+        data[(3 << 20) - 1] = 8;
+        std::fs::write(&f, &data).unwrap();
+        assert!(!j.same_file(&FileIdentity::of(&f).unwrap()));
+        remove(&p);
+        assert!(load(&p).is_none());
+    }
+}

@@ -1,0 +1,189 @@
+//! `ferry put`: turns the arguments into uploads (files, folders with -r, a remote name),
+//! runs them one after the other with one shared rate limit, and handles Ctrl-C as a pause.
+
+use crate::cli::PutArgs;
+use crate::exit;
+use crate::progress::{Mode, Reporter};
+use ferry_core::limits::parse_size;
+use ferry_core::upload::Upload;
+use ferry_core::{Error, RateLimiter, RetryPolicy};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// One file to send and its name on the server.
+struct Job {
+    file: PathBuf,
+    /// A relative path with folders (for -r), sent as metadata `path`.
+    remote_path: Option<String>,
+}
+
+pub async fn run(args: PutArgs) -> u8 {
+    let reporter = Reporter::new(Mode::choose(args.json, args.quiet));
+    let uploads = match plan(&args) {
+        Ok(u) => u,
+        Err(msg) => {
+            reporter.error(0, "", &msg, false);
+            return exit::USAGE;
+        }
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::get::watch_signals(cancel.clone()));
+    let mut failed = false;
+    for (i, (name, builder)) in uploads.into_iter().enumerate() {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let upload = match builder.events(reporter.sink(i)).build() {
+            Ok(u) => u,
+            Err(e) => {
+                reporter.error(i, &name, &e.to_string(), false);
+                return exit::USAGE;
+            }
+        };
+        match upload.run(cancel.clone()).await {
+            Ok(_) => {}
+            Err(e @ Error::Cancelled) => {
+                reporter.paused(i, &name, &e.to_string());
+                reporter.note("Paused. Progress is saved; rerun the same command to resume.");
+                return exit::INTERRUPTED;
+            }
+            Err(e) => {
+                reporter.error(i, &name, &e.to_string(), e.is_resumable());
+                failed = true;
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        reporter.note("Paused. Progress is saved; rerun the same command to resume.");
+        return exit::INTERRUPTED;
+    }
+    if failed { exit::FAILED } else { exit::OK }
+}
+
+/// Validates the arguments and builds one upload per file.
+fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder)>, String> {
+    let (url, paths) = args
+        .args
+        .split_last()
+        .ok_or("give the files to upload, then the tus endpoint URL")?;
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(format!(
+            "the last argument must be the tus endpoint URL (http:// or https://), got {url:?}"
+        ));
+    }
+    if !(1..=64).contains(&args.connections) {
+        return Err(format!(
+            "invalid -x {}: give a number from 1 to 64",
+            args.connections
+        ));
+    }
+    let chunk = args
+        .chunk_size
+        .as_deref()
+        .map(|c| parse_size(c).ok_or_else(|| format!("invalid --chunk-size {c:?}: use e.g. 8M")))
+        .transpose()?;
+    let limiter = args
+        .limit_rate
+        .as_deref()
+        .map(|r| {
+            parse_size(r)
+                .map(|r| Arc::new(RateLimiter::new(r)))
+                .ok_or_else(|| format!("invalid --limit-rate {r:?}: use e.g. 500K, 20M"))
+        })
+        .transpose()?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("invalid header {h:?}: use 'Name: value'"))?;
+        headers.push((name.trim().to_string(), value.trim().to_string()));
+    }
+
+    let mut jobs = Vec::new();
+    for p in paths {
+        let path = Path::new(p);
+        let meta = std::fs::metadata(path).map_err(|e| format!("{p}: {e}"))?;
+        if meta.is_dir() {
+            if !args.recursive {
+                return Err(format!(
+                    "{p} is a folder; add -r to upload it with its contents"
+                ));
+            }
+            let base = std::fs::canonicalize(path).map_err(|e| format!("{p}: {e}"))?;
+            let top = base
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut files = Vec::new();
+            walk(&base, &mut files).map_err(|e| format!("{p}: {e}"))?;
+            files.sort();
+            for f in files {
+                let rel = f.strip_prefix(&base).expect("walked under base");
+                let mut remote = top.clone();
+                for c in rel.components() {
+                    remote.push('/');
+                    remote.push_str(&c.as_os_str().to_string_lossy());
+                }
+                jobs.push(Job {
+                    file: f,
+                    remote_path: Some(remote.trim_start_matches('/').to_string()),
+                });
+            }
+        } else {
+            jobs.push(Job {
+                file: path.to_path_buf(),
+                remote_path: None,
+            });
+        }
+    }
+    if args.name.is_some() && jobs.len() != 1 {
+        return Err("--name needs exactly one file".into());
+    }
+    let retry = RetryPolicy {
+        max_attempts: args.retries.max(1),
+        ..Default::default()
+    };
+    Ok(jobs
+        .into_iter()
+        .map(|job| {
+            let mut b = Upload::builder(&job.file, url.as_str())
+                .connections(args.connections)
+                .overwrite(args.overwrite)
+                .retry(retry.clone());
+            if let Some(t) = &args.token {
+                b = b.token(t);
+            }
+            for (k, v) in &headers {
+                b = b.header(k, v);
+            }
+            if let Some(c) = chunk {
+                b = b.chunk_size(c);
+            }
+            if let Some(l) = &limiter {
+                b = b.limiter(l.clone());
+            }
+            if let Some(n) = &args.name {
+                b = b.name(n);
+            }
+            if let Some(r) = &job.remote_path {
+                b = b.remote_path(r);
+            }
+            (job.file.display().to_string(), b)
+        })
+        .collect())
+}
+
+/// Every regular file under `dir` (symlinks are not followed).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            walk(&entry.path(), out)?;
+        } else if ty.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
