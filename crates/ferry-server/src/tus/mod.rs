@@ -788,8 +788,13 @@ async fn assemble_final(u: &Arc<Uploads>, final_id: &str) -> Result<(), TusError
     if rec.phase != Phase::Active || !all_parts_complete(u, &parts).await? {
         return Ok(());
     }
+    let mut lengths = Vec::new();
+    for p in &parts {
+        let part = u.store.get(p).await?;
+        lengths.push(part.and_then(|r| r.length).unwrap_or(0));
+    }
     let (staging, id, p) = (u.staging.clone(), rec.id.clone(), parts.clone());
-    let total = tokio::task::spawn_blocking(move || staging.assemble(&id, &p))
+    let total = tokio::task::spawn_blocking(move || staging.assemble(&id, &p, &lengths))
         .await
         .map_err(|e| TusError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .map_err(|e| io_error("assembling the parts", e))?;
