@@ -13,6 +13,7 @@ use crate::events::{Event, EventSink};
 use crate::journal::{Journal, Validators, with_suffix};
 use crate::limits::{RateLimiter, RetryPolicy};
 use crate::naming;
+use crate::pieces::{PieceHashes, PieceTracker};
 use crate::plan::Plan;
 use crate::ranges::RangeSet;
 use crate::sink::{PartFile, finalize};
@@ -20,6 +21,7 @@ use crate::source::{self, ClientOptions, Failure, HttpSource};
 use crate::verify::{self, Expected};
 use reqwest::header::{self, HeaderMap};
 use reqwest::{Client, Response, StatusCode};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +56,7 @@ pub struct DownloadBuilder {
     checkpoint_interval: Duration,
     checkpoint_bytes: Option<u64>,
     events: EventSink,
+    pieces: Option<PieceHashes>,
 }
 
 impl DownloadBuilder {
@@ -114,6 +117,14 @@ impl DownloadBuilder {
     }
 
     /// Verify the finished file against this digest.
+    /// The expected BLAKE3 hash of every piece (e.g. from a ferry peer's manifest): each piece
+    /// is verified as soon as it is written; a bad piece is fetched again from another source
+    /// and the source that sent it is dropped. The journal records verified pieces only.
+    pub fn pieces(mut self, pieces: PieceHashes) -> Self {
+        self.pieces = Some(pieces);
+        self
+    }
+
     pub fn checksum(mut self, expected: Expected) -> Self {
         self.checksums.push(expected);
         self
@@ -259,6 +270,7 @@ impl Download {
             min_split: 1 << 20,
             checkpoint_interval: Duration::from_secs(1),
             checkpoint_bytes: None,
+            pieces: None,
             events: EventSink::default(),
         }
     }
@@ -419,7 +431,7 @@ impl Download {
                 .len();
             if total == Some(on_disk) {
                 drop(probe);
-                let verified = self.verify(&dest, &[]).await?;
+                let verified = self.verify(&dest, &[], true).await?;
                 b.events.emit(Event::Done {
                     file: dest.display().to_string(),
                     bytes: on_disk,
@@ -482,7 +494,26 @@ impl Download {
         if probe.resp.is_some() {
             plan.assign_at(0, probe.start);
         }
+        let pieces = match &b.pieces {
+            Some(h) if total.is_some_and(|t| h.fits(t)) => Some(Mutex::new(PieceTracker::new(
+                h.clone(),
+                total.expect("checked"),
+                journal.done.clone(),
+                self.cfg.urls.len(),
+            ))),
+            Some(_) => {
+                return Err(Error::Protocol {
+                    url: self.cfg.urls[0].to_string(),
+                    detail: format!(
+                        "the source's length ({total:?}) does not match the expected pieces"
+                    ),
+                }
+                .into());
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            pieces,
             cfg: self.cfg.clone(),
             sources,
             plan: Mutex::new(plan),
@@ -531,8 +562,23 @@ impl Download {
         let _ = checkpointer.await;
 
         // 6. Final checkpoint; then either an error (progress saved) or verify and rename.
+        if let Some(t) = &shared.pieces
+            && shared.failure.lock().expect("failure lock").is_none()
+        {
+            let ready = {
+                let done = shared.plan().done().clone();
+                t.lock().expect("pieces lock").unverified_written(&done)
+            };
+            if let Err(f) = verify_pieces(&shared, ready).await {
+                shared.fail(f);
+            }
+        }
+        let pieces_ok = shared
+            .pieces
+            .as_ref()
+            .is_none_or(|t| t.lock().expect("pieces lock").complete());
         let eof = *shared.eof_at.lock().expect("eof lock");
-        let complete = {
+        let complete = pieces_ok && {
             let plan = shared.plan.lock().expect("plan lock");
             match (total, eof) {
                 (Some(_), _) => plan.is_complete(),
@@ -577,7 +623,10 @@ impl Download {
         b.events.emit(Event::Verifying {
             file: display.clone(),
         });
-        let verified = self.verify(&part_path, &header_digests).await?;
+        let mut verified = self.verify(&part_path, &header_digests, false).await?;
+        if let Some(h) = &b.pieces {
+            verified.push(format!("blake3 ({} pieces)", h.hashes.len()));
+        }
         finalize(&part_path, &dest)?;
         Journal::remove(&journal_path)?;
         let fetched = shared.fetched.load(Ordering::Relaxed);
@@ -601,17 +650,53 @@ impl Download {
         Journal::load(&Journal::path_for(dest))
     }
 
-    /// Checks the user's digests and the server's; returns what was checked.
-    async fn verify(&self, path: &Path, from_headers: &[Expected]) -> Result<Vec<String>, Error> {
+    /// Checks the user's digests and the server's (and every piece, with `all_pieces`, for a
+    /// file that was not verified piece by piece as it arrived); returns what was checked.
+    async fn verify(
+        &self,
+        path: &Path,
+        from_headers: &[Expected],
+        all_pieces: bool,
+    ) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        if all_pieces && let Some(h) = self.cfg.builder.pieces.clone() {
+            let p = path.to_owned();
+            let bad = tokio::task::spawn_blocking(move || -> std::io::Result<Option<usize>> {
+                let f = std::fs::File::open(&p)?;
+                let len = f.metadata()?.len();
+                if !h.fits(len) {
+                    return Ok(Some(0));
+                }
+                for i in 0..h.hashes.len() {
+                    if !h.check(&f, i, len)? {
+                        return Ok(Some(i));
+                    }
+                }
+                Ok(None)
+            })
+            .await
+            .map_err(|e| Error::Usage(format!("verification task failed: {e}")))?
+            .map_err(|e| Error::io(path, e))?;
+            if let Some(i) = bad {
+                return Err(Error::ChecksumMismatch {
+                    algo: "blake3".into(),
+                    expected: format!("piece {i} as listed"),
+                    actual: "different bytes".into(),
+                    part: path.to_owned(),
+                });
+            }
+            names.push("blake3 (every piece)".to_string());
+        }
         let mut expected: Vec<Expected> = self.cfg.builder.checksums.clone();
         expected.extend(from_headers.iter().cloned());
         if expected.is_empty() {
-            return Ok(Vec::new());
+            return Ok(names);
         }
-        let names = expected
-            .iter()
-            .map(|e| format!("{} ({})", e.algo, e.origin))
-            .collect();
+        names.extend(
+            expected
+                .iter()
+                .map(|e| format!("{} ({})", e.algo, e.origin)),
+        );
         let path = path.to_owned();
         tokio::task::spawn_blocking(move || verify::verify_file(&path, &expected))
             .await
@@ -855,6 +940,8 @@ struct Shared {
     display: String,
     started: Instant,
     buf_size: usize,
+    /// Per-piece verification, when the pieces' hashes are known.
+    pieces: Option<Mutex<PieceTracker>>,
 }
 
 impl Shared {
@@ -952,6 +1039,12 @@ async fn worker(shared: Arc<Shared>, w: usize, clients: ClientPool, mut probe: O
             let resp = match probe.take() {
                 Some(p) if p.resp.is_some() && p.start == cur.start => Ok(p.resp.expect("checked")),
                 _ => {
+                    if shared.sources[source].disabled().is_some() {
+                        source = next_source(&shared, source);
+                        if shared.sources[source].disabled().is_some() {
+                            break 'assignments;
+                        }
+                    }
                     let src = &shared.sources[source];
                     let if_range = src
                         .validators()
@@ -981,7 +1074,7 @@ async fn worker(shared: Arc<Shared>, w: usize, clients: ClientPool, mut probe: O
             };
             let start_pos = cur.start;
             let result = match resp {
-                Ok(resp) => read_body(&shared, w, resp, start_pos, &mut buf).await,
+                Ok(resp) => read_body(&shared, w, source, resp, start_pos, &mut buf).await,
                 Err(f) => Err(f),
             };
             let reached = shared.plan().assignment(w).map_or(start_pos, |a| a.start);
@@ -1204,6 +1297,7 @@ fn promised_end(resp: &Response, start: u64) -> Option<u64> {
 async fn read_body(
     shared: &Shared,
     w: usize,
+    source: usize,
     mut resp: Response,
     start: u64,
     buf: &mut Vec<u8>,
@@ -1220,13 +1314,13 @@ async fn read_body(
         let next = tokio::select! {
             r = tokio::time::timeout(b.read_timeout, resp.chunk()) => r,
             _ = shared.cancel.cancelled() => {
-                flush(shared, buf, &mut buf_start).await?;
+                flush(shared, source, buf, &mut buf_start).await?;
                 return Ok(BodyEnd::Finished);
             }
         };
         let chunk = match next {
             Err(_) => {
-                flush(shared, buf, &mut buf_start).await?;
+                flush(shared, source, buf, &mut buf_start).await?;
                 return Err(Failure::Transient {
                     reason: format!(
                         "no data for {} s (stalled connection)",
@@ -1236,14 +1330,14 @@ async fn read_body(
                 });
             }
             Ok(Err(e)) => {
-                flush(shared, buf, &mut buf_start).await?;
+                flush(shared, source, buf, &mut buf_start).await?;
                 return Err(Failure::Transient {
                     reason: source::describe(&e),
                     retry_after: None,
                 });
             }
             Ok(Ok(None)) => {
-                flush(shared, buf, &mut buf_start).await?;
+                flush(shared, source, buf, &mut buf_start).await?;
                 return Ok(if shared.plan().has_more(w) {
                     BodyEnd::Eof
                 } else {
@@ -1267,7 +1361,7 @@ async fn read_body(
             || buf.len() >= shared.buf_size
             || last_flush.elapsed() >= Duration::from_millis(500)
         {
-            flush(shared, buf, &mut buf_start).await?;
+            flush(shared, source, buf, &mut buf_start).await?;
             last_flush = Instant::now();
             let secs = assigned_at.elapsed().as_secs_f64();
             let mut plan = shared.plan();
@@ -1282,7 +1376,12 @@ async fn read_body(
 }
 
 /// Writes the buffered bytes at their offset, then marks them done.
-async fn flush(shared: &Shared, buf: &mut Vec<u8>, buf_start: &mut u64) -> Result<(), Failure> {
+async fn flush(
+    shared: &Shared,
+    source: usize,
+    buf: &mut Vec<u8>,
+    buf_start: &mut u64,
+) -> Result<(), Failure> {
     if buf.is_empty() {
         return Ok(());
     }
@@ -1291,13 +1390,93 @@ async fn flush(shared: &Shared, buf: &mut Vec<u8>, buf_start: &mut u64) -> Resul
     *buf = back;
     buf.clear();
     res.map_err(Failure::Fatal)?;
-    shared.plan().commit(*buf_start..*buf_start + len);
+    let written = *buf_start..*buf_start + len;
+    shared.plan().commit(written.clone());
     *buf_start += len;
+    if shared.pieces.is_some() {
+        check_pieces(shared, &written, source).await?;
+    }
     shared.fetched.fetch_add(len, Ordering::Relaxed);
     if shared.since_checkpoint.fetch_add(len, Ordering::Relaxed) + len >= shared.checkpoint_bytes {
         shared.checkpoint_due.notify_one();
     }
     Ok(())
+}
+
+/// Verifies the pieces that `source` just completed by writing `written`. A bad piece goes back
+/// to the plan, and the source that sent it is dropped (a source sharing the blame is dropped
+/// on its second bad piece); with no usable source left the download fails, keeping every
+/// verified piece.
+async fn check_pieces(shared: &Shared, written: &Range<u64>, source: usize) -> Result<(), Failure> {
+    let tracker = shared.pieces.as_ref().expect("pieces configured");
+    let ready = {
+        let done = shared.plan().done().clone();
+        tracker
+            .lock()
+            .expect("pieces lock")
+            .wrote(written, source, &done)
+    };
+    verify_pieces(shared, ready).await
+}
+
+/// Checks `ready` pieces against their hashes and acts on the results.
+async fn verify_pieces(shared: &Shared, ready: Vec<usize>) -> Result<(), Failure> {
+    let tracker = shared.pieces.as_ref().expect("pieces configured");
+    for i in ready {
+        let (hashes, len) = {
+            let t = tracker.lock().expect("pieces lock");
+            (t.hashes.clone(), t.len)
+        };
+        let path = shared.part.path().to_owned();
+        let ok = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&path).and_then(|f| hashes.check(&f, i, len))
+        })
+        .await
+        .map_err(|e| Failure::Fatal(Error::Setup(e.to_string())))?
+        .map_err(|e| Failure::Fatal(Error::io(shared.part.path(), e)))?;
+        let (blamed, strikes, range) = {
+            let mut t = tracker.lock().expect("pieces lock");
+            let blamed = t.checked(i, ok);
+            (blamed, t.strikes.clone(), t.hashes.range(i, t.len))
+        };
+        if ok {
+            continue;
+        }
+        shared.plan().reopen(range.clone());
+        for s in &blamed {
+            let src = &shared.sources[*s];
+            if src.disabled().is_none() && (blamed.len() == 1 || strikes[*s] >= 2) {
+                let why = format!(
+                    "sent bytes {}-{} that failed verification",
+                    range.start,
+                    range.end - 1
+                );
+                shared.events().emit(Event::Warning {
+                    file: shared.display.clone(),
+                    message: format!("dropped {}: it {why}", redact(&src.url)),
+                });
+                src.disable(why);
+            }
+        }
+        shared.notify.notify_waiters();
+        if shared.sources.iter().all(|s| s.disabled().is_some()) {
+            return Err(Failure::Fatal(Error::NoHonestSource {
+                detail: format!(
+                    "the last bad piece was bytes {}-{}",
+                    range.start,
+                    range.end - 1
+                ),
+            }));
+        }
+    }
+    Ok(())
+}
+
+/// A URL for messages: without its query (where tokens travel).
+fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.to_string()
 }
 
 /// Makes progress durable: fdatasync the part file, then record what was written before it.
@@ -1307,7 +1486,12 @@ async fn save_checkpoint(
 ) -> Result<(), Error> {
     let mut guard = journal.lock().await;
     shared.since_checkpoint.store(0, Ordering::Relaxed);
-    let done = shared.plan().done().clone();
+    // With pieces, only verified pieces are recorded: a resumed download never trusts bytes
+    // that were not checked.
+    let done = match &shared.pieces {
+        Some(t) => t.lock().expect("pieces lock").verified.clone(),
+        None => shared.plan().done().clone(),
+    };
     if done == guard.0.done {
         return Ok(());
     }

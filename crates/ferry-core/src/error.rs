@@ -76,6 +76,11 @@ pub enum Error {
     #[error("{} is being written by another ferry process; wait for it or stop it first", path.display())]
     Busy { path: PathBuf },
 
+    #[error(
+        "every source sent data that failed verification ({detail}); the verified data is kept: rerun the same command with another source to resume"
+    )]
+    NoHonestSource { detail: String },
+
     /// Stopped by the caller (Ctrl-C); the journal is saved and a rerun resumes.
     #[error("interrupted; progress is saved, rerun the same command to resume")]
     Cancelled,
@@ -110,6 +115,7 @@ impl Error {
         matches!(
             self,
             Error::Cancelled
+                | Error::NoHonestSource { .. }
                 | Error::RetriesExhausted { .. }
                 | Error::Network { .. }
                 | Error::DiskFull { .. }

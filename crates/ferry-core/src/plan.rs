@@ -206,6 +206,12 @@ impl Plan {
         self.done.insert(r);
     }
 
+    /// Marks `r` as missing again (its bytes failed verification) and queues it first.
+    pub fn reopen(&mut self, r: Range<u64>) {
+        self.done.remove(r.clone());
+        self.queue.insert(0, r);
+    }
+
     /// Current position (next byte) and end of worker `w`'s assignment.
     pub fn assignment(&self, w: usize) -> Option<Range<u64>> {
         self.active[w].as_ref().map(|a| a.pos..a.end)

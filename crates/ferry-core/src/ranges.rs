@@ -42,6 +42,27 @@ impl RangeSet {
         self.ranges.splice(lo..hi, [(start, end)]);
     }
 
+    /// Removes `[r.start, r.end)` from the set.
+    pub fn remove(&mut self, r: Range<u64>) {
+        if r.start >= r.end {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.ranges.len() + 1);
+        for &(s, e) in &self.ranges {
+            if e <= r.start || s >= r.end {
+                out.push((s, e));
+                continue;
+            }
+            if s < r.start {
+                out.push((s, r.start));
+            }
+            if e > r.end {
+                out.push((r.end, e));
+            }
+        }
+        self.ranges = out;
+    }
+
     /// Total number of bytes covered.
     pub fn covered(&self) -> u64 {
         self.ranges.iter().map(|&(s, e)| e - s).sum()

@@ -703,3 +703,80 @@ async fn one_slow_connection_cannot_hold_the_file_hostage() {
         slow.body_bytes
     );
 }
+
+fn piece_hashes(data: &[u8], size: usize) -> ferry_core::PieceHashes {
+    ferry_core::PieceHashes {
+        size: size as u64,
+        hashes: data
+            .chunks(size)
+            .map(|c| *blake3::hash(c).as_bytes())
+            .collect(),
+    }
+}
+
+#[tokio::test]
+async fn pieces_are_verified_and_a_lying_source_is_dropped() {
+    let data = random_bytes(6 * MIB + 123, 40);
+    let mut bad = data.clone();
+    for i in (0..bad.len()).step_by(MIB as usize) {
+        bad[i] ^= 0xff; // one wrong byte in every MiB
+    }
+    let no_validators = Faults {
+        no_validators: true,
+        ..Faults::default()
+    };
+    let honest = server(&data, no_validators.clone()).await;
+    let liar = server(&bad, no_validators.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // The honest source alone: every piece checks out.
+    let out = dir.path().join("a.bin");
+    let done = builder(&honest.url("f.bin"), &out)
+        .pieces(piece_hashes(&data, 256 << 10))
+        .go()
+        .await
+        .unwrap();
+    assert_file(&out, &data);
+    assert!(
+        done.verified.iter().any(|v| v.contains("blake3")),
+        "{:?}",
+        done.verified
+    );
+
+    // With a liar beside it: byte-identical, and the liar is dropped and named.
+    let out = dir.path().join("b.bin");
+    let (sink, events) = collect();
+    builder(&liar.url("f.bin"), &out)
+        .url(honest.url("f.bin"))
+        .connections(4)
+        .pieces(piece_hashes(&data, 256 << 10))
+        .events(sink)
+        .go()
+        .await
+        .unwrap();
+    assert_file(&out, &data);
+    let dropped = events.lock().unwrap().iter().any(|e| {
+        matches!(e, Event::Warning { message, .. } if message.contains("dropped") && message.contains(&liar.url("f.bin")))
+    });
+    assert!(dropped, "the liar is reported");
+
+    // The liar alone: a clear error; verified pieces are kept, and a rerun with an honest
+    // source fetches only what is missing.
+    let out = dir.path().join("c.bin");
+    let err = builder(&liar.url("f.bin"), &out)
+        .pieces(piece_hashes(&data, 256 << 10))
+        .go()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoHonestSource { .. }), "{err}");
+    assert!(err.is_resumable());
+    assert!(!out.exists());
+    let before = honest.body_bytes_sent();
+    builder(&honest.url("f.bin"), &out)
+        .pieces(piece_hashes(&data, 256 << 10))
+        .go()
+        .await
+        .unwrap();
+    assert_file(&out, &data);
+    assert!(honest.body_bytes_sent() - before <= data.len() as u64);
+}
