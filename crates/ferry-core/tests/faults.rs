@@ -718,7 +718,7 @@ fn piece_hashes(data: &[u8], size: usize) -> ferry_core::PieceHashes {
 async fn pieces_are_verified_and_a_lying_source_is_dropped() {
     let data = random_bytes(6 * MIB + 123, 40);
     let mut bad = data.clone();
-    for i in (0..bad.len()).step_by(MIB as usize) {
+    for i in (0..bad.len()).step_by(MIB) {
         bad[i] ^= 0xff; // one wrong byte in every MiB
     }
     let no_validators = Faults {
