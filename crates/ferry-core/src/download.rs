@@ -117,6 +117,12 @@ impl DownloadBuilder {
     }
 
     /// Verify the finished file against this digest.
+    /// TLS settings replacing the system trust store (e.g. a pinned peer certificate).
+    pub fn tls(mut self, tls: crate::source::CustomTls) -> Self {
+        self.client.tls = Some(tls);
+        self
+    }
+
     /// The expected BLAKE3 hash of every piece (e.g. from a ferry peer's manifest): each piece
     /// is verified as soon as it is written; a bad piece is fetched again from another source
     /// and the source that sent it is dropped. The journal records verified pieces only.

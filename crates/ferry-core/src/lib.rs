@@ -23,7 +23,7 @@ pub use download::{Download, DownloadBuilder, Outcome, Output};
 pub use error::Error;
 pub use events::{Event, EventSink};
 pub use journal::{Journal, Validators};
-pub use pieces::PieceHashes;
 pub use limits::{RateLimiter, RetryPolicy};
+pub use pieces::PieceHashes;
 pub use ranges::RangeSet;
 pub use verify::{Algorithm, Expected};

@@ -31,6 +31,23 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub headers: HeaderMap,
     pub user_agent: String,
+    /// A TLS configuration to use instead of the system trust store (e.g. one that accepts
+    /// only a pinned certificate, for ferry peers).
+    pub tls: Option<CustomTls>,
+}
+
+/// A preconfigured rustls client configuration, named by `key` (clients are shared between
+/// downloads with equal options, so equal keys must mean equal configurations).
+#[derive(Clone)]
+pub struct CustomTls {
+    pub key: String,
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for CustomTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomTls({})", self.key)
+    }
 }
 
 impl Default for ClientOptions {
@@ -39,6 +56,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(15),
             headers: HeaderMap::new(),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
+            tls: None,
         }
     }
 }
@@ -49,7 +67,15 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
     headers
         .entry(header::ACCEPT_ENCODING)
         .or_insert(HeaderValue::from_static("identity"));
-    Client::builder()
+    let mut builder = Client::builder();
+    if let Some(tls) = &opts.tls {
+        // A custom TLS configuration is for ferry peers, reached directly (a proxy could not
+        // reach a local peer; the pinned certificate keeps the connection safe either way).
+        builder = builder
+            .tls_backend_preconfigured(tls.config.as_ref().clone())
+            .no_proxy();
+    }
+    builder
         .user_agent(opts.user_agent.clone())
         .default_headers(headers)
         .connect_timeout(opts.connect_timeout)
