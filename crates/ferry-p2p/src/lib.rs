@@ -6,9 +6,13 @@
 //! - [`ticket`]: the short copy-pasteable string that tells a receiver where to connect, which
 //!   certificate to expect, which token to present and which manifest to accept;
 //! - [`tls`]: the sender's throwaway self-signed identity, and a client configuration that trusts
-//!   exactly that one certificate (pinned by fingerprint) and nothing else.
+//!   exactly that one certificate (pinned by fingerprint) and nothing else;
+//! - [`send`]: a share served over TLS (manifest and files, with ranges);
+//! - [`recv`]: fetching a share from one or more senders with the engine, verifying every piece.
 
 pub mod manifest;
+pub mod recv;
+pub mod send;
 pub mod ticket;
 pub mod tls;
 

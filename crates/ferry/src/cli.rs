@@ -25,6 +25,12 @@ pub enum Command {
     /// Upload files to a tus server over many connections; rerun the same command to resume.
     #[command(after_help = PUT_EXAMPLES)]
     Put(PutArgs),
+    /// Share files or folders directly with another machine: prints a ticket, then serves.
+    #[command(after_help = SEND_EXAMPLES)]
+    Send(SendArgs),
+    /// Receive what `ferry send` shares, from one or more senders (one ticket each).
+    #[command(after_help = RECV_EXAMPLES)]
+    Recv(RecvArgs),
     /// Serve a directory: downloads with full Range support and resumable (tus) uploads.
     #[command(after_help = SERVE_EXAMPLES)]
     Serve(ServeArgs),
@@ -45,6 +51,26 @@ Every PATCH carries a checksum (the strongest the server offers). Progress is ke
 server's offsets and a small journal in ~/.local/share/ferry/uploads: rerun the same command
 after Ctrl-C, a crash or a network failure and it continues where it stopped.
 Exit codes: 0 done, 1 failed, 2 usage error, 3 interrupted (rerun to resume).";
+
+const SEND_EXAMPLES: &str = "\
+Examples:
+  ferry send big.iso
+      prints a ticket as the first line of stdout; give it to the receiver
+  ferry send photos/ notes.txt --listen 0.0.0.0:7000 --limit-rate 20M
+
+The content is hashed first (BLAKE3 per piece, all cores). The transfer is encrypted (TLS with a
+fresh certificate whose fingerprint is in the ticket) and needs the ticket's token. Several
+machines sending the same content give tickets a receiver can use together. Ctrl-C stops.";
+
+const RECV_EXAMPLES: &str = "\
+Examples:
+  ferry recv ferry1abc...
+      fetch into the current directory (a folder arrives as ./<folder>/...)
+  ferry recv -d downloads -x 16 TICKET_FROM_A TICKET_FROM_B
+      the same content from two senders at once
+
+Every piece is verified against the sender's manifest; a sender whose bytes fail is dropped.
+Rerun the same command to resume. Exit codes: 0 done, 1 failed, 2 usage error, 3 interrupted.";
 
 const SERVE_EXAMPLES: &str = "\
 Examples:
@@ -111,6 +137,53 @@ pub struct PutArgs {
     /// Attempts in a row without progress before giving up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+
+    /// Print one JSON event per line on stdout instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// Files and folders to send.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// Address to listen on (default: every interface, a free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:0")]
+    pub listen: String,
+
+    /// Cap the total sending speed, e.g. 500K, 20M (bytes per second).
+    #[arg(long = "limit-rate", value_name = "RATE")]
+    pub limit_rate: Option<String>,
+
+    /// Print nothing but the ticket and errors.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RecvArgs {
+    /// Tickets printed by `ferry send`; several for the same content are several senders.
+    #[arg(required = true, value_name = "TICKET")]
+    pub tickets: Vec<String>,
+
+    /// Directory to receive into.
+    #[arg(short = 'd', long = "dir", value_name = "DIR", default_value = ".")]
+    pub dir: PathBuf,
+
+    /// Connections per file, spread over the senders.
+    #[arg(
+        short = 'x',
+        long = "connections",
+        value_name = "N",
+        default_value_t = 8
+    )]
+    pub connections: usize,
 
     /// Print one JSON event per line on stdout instead of progress bars.
     #[arg(long)]

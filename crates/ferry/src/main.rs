@@ -5,6 +5,8 @@ mod cli;
 mod get;
 mod progress;
 mod put;
+mod recv;
+mod send;
 mod serve;
 mod status;
 
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
             cli::Command::Status(args) => status::run(args),
             cli::Command::Serve(args) => serve::run(args).await,
             cli::Command::Put(args) => put::run(args).await,
+            cli::Command::Send(args) => send::run(args).await,
+            cli::Command::Recv(args) => recv::run(args).await,
         }
     });
     ExitCode::from(code)

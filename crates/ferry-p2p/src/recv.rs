@@ -1,0 +1,292 @@
+//! The receiving side of a peer-to-peer transfer (`ferry recv`): reaches each ticket's sender
+//! over TLS pinned to the ticket's certificate, checks the manifest against the ticket's hash,
+//! then fetches every file with the download engine from all senders at once (ranges go to
+//! whichever is faster), verifying each piece; a sender whose bytes fail verification is
+//! dropped. A sent file arrives as `DIR/<name>`, a folder as `DIR/<folder>/…`.
+
+use crate::manifest::{EntryKind, Manifest, ManifestError};
+use crate::ticket::Ticket;
+use crate::tls;
+use ferry_core::source::CustomTls;
+use ferry_core::{Download, Error, Event, EventSink, Output, PieceHashes, RetryPolicy};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Why a receive failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error("no ticket given")]
+    NoTicket,
+    #[error(
+        "the tickets are for different content (ticket 1 names manifest {first}, ticket {n} names {other}); give tickets of one `ferry send` content only"
+    )]
+    DifferentContent {
+        first: String,
+        n: usize,
+        other: String,
+    },
+    #[error(
+        "cannot reach any sender: {0}. Is `ferry send` still running, and is its address reachable from here?"
+    )]
+    Unreachable(String),
+    #[error(
+        "the sender's content list does not match the ticket (its hash differs): the ticket was altered or belongs to another transfer"
+    )]
+    ManifestMismatch,
+    #[error("the sender's content list is invalid: {0}")]
+    BadManifest(#[from] ManifestError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    File {
+        file: String,
+        #[source]
+        source: Error,
+    },
+}
+
+impl RecvError {
+    /// Whether a rerun of the same command can continue.
+    pub fn is_resumable(&self) -> bool {
+        match self {
+            RecvError::File { source, .. } => source.is_resumable(),
+            RecvError::Unreachable(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What a finished receive did.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub files: usize,
+    pub dirs: usize,
+    pub bytes: u64,
+    /// Bytes fetched in this run.
+    pub fetched: u64,
+    /// Senders used.
+    pub peers: usize,
+}
+
+/// A receive: tickets (one per sender of the same content), where to put it, connections.
+pub struct Receive {
+    pub tickets: Vec<Ticket>,
+    pub dir: PathBuf,
+    pub connections: usize,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// Events per file: the file's index in the manifest and its event sink.
+    pub events: Box<dyn Fn(usize) -> EventSink + Send + Sync>,
+    /// Notes for people (e.g. a sender that could not be reached).
+    pub note: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+/// One reachable sender.
+struct Peer {
+    base: String,
+    token: String,
+}
+
+impl Receive {
+    pub fn new(tickets: Vec<Ticket>, dir: impl Into<PathBuf>) -> Receive {
+        Receive {
+            tickets,
+            dir: dir.into(),
+            connections: 8,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(5),
+            events: Box::new(|_| EventSink::default()),
+            note: Box::new(|_| {}),
+        }
+    }
+
+    fn tls(&self) -> CustomTls {
+        let fps: Vec<[u8; 32]> = self.tickets.iter().map(|t| t.fingerprint).collect();
+        CustomTls {
+            key: format!(
+                "ferry-peers:{}",
+                fps.iter().map(hex::encode).collect::<Vec<_>>().join(",")
+            ),
+            config: tls::pinned_client_config_any(&fps),
+        }
+    }
+
+    /// Reaches the senders, checks the manifest, and fetches everything into `dir`.
+    pub async fn run(&self, cancel: CancellationToken) -> Result<Received, RecvError> {
+        let first = self.tickets.first().ok_or(RecvError::NoTicket)?;
+        for (i, t) in self.tickets.iter().enumerate().skip(1) {
+            if t.manifest != first.manifest {
+                return Err(RecvError::DifferentContent {
+                    first: hex::encode(&first.manifest[..8]),
+                    n: i + 1,
+                    other: hex::encode(&t.manifest[..8]),
+                });
+            }
+        }
+        let tls = self.tls();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls.config.as_ref().clone())
+            .no_proxy()
+            .connect_timeout(self.connect_timeout)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| RecvError::Unreachable(format!("cannot set up TLS: {e}")))?;
+
+        // Reach every sender; keep the ones whose manifest is the ticket's.
+        let mut peers = Vec::new();
+        let mut manifest_bytes = None;
+        let mut failures = Vec::new();
+        let mut mismatch = false;
+        for t in &self.tickets {
+            match reach(&client, t).await {
+                Ok((peer, bytes)) => {
+                    if Manifest::hash_of(&bytes) != t.manifest {
+                        mismatch = true;
+                        (self.note)(&format!(
+                            "{}: its content list does not match the ticket; not using it",
+                            peer.base
+                        ));
+                        continue;
+                    }
+                    manifest_bytes.get_or_insert(bytes);
+                    peers.push(peer);
+                }
+                Err(e) => {
+                    (self.note)(&format!("cannot reach a sender: {e}"));
+                    failures.push(e);
+                }
+            }
+        }
+        let Some(bytes) = manifest_bytes else {
+            return Err(if mismatch {
+                RecvError::ManifestMismatch
+            } else {
+                RecvError::Unreachable(failures.join("; "))
+            });
+        };
+        let manifest = Manifest::parse(&bytes)?;
+
+        std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let mut out = Received {
+            files: 0,
+            dirs: 0,
+            bytes: 0,
+            fetched: 0,
+            peers: peers.len(),
+        };
+        for (i, entry) in manifest.entries.iter().enumerate() {
+            // Paths were validated by `parse`: relative, no `..`, no odd names.
+            let dest = self.dir.join(&entry.path);
+            match &entry.kind {
+                EntryKind::Dir => {
+                    std::fs::create_dir_all(&dest).map_err(|e| io(&dest, e))?;
+                    out.dirs += 1;
+                }
+                EntryKind::File { size: 0, .. } => {
+                    if let Some(parent) = dest.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+                    }
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create(true)
+                        .truncate(false)
+                        .open(&dest)
+                        .map_err(|e| io(&dest, e))?;
+                    out.files += 1;
+                }
+                EntryKind::File { size, .. } => {
+                    if cancel.is_cancelled() {
+                        return Err(RecvError::File {
+                            file: entry.path.clone(),
+                            source: Error::Cancelled,
+                        });
+                    }
+                    let mut b = Download::builder()
+                        .output(Output::File(dest.clone()))
+                        .connections(self.connections)
+                        .retry_policy(self.retry.clone())
+                        .connect_timeout(self.connect_timeout)
+                        .tls(tls.clone())
+                        .pieces(PieceHashes {
+                            size: manifest.piece_size,
+                            hashes: manifest.piece_hashes(i),
+                        })
+                        .events((self.events)(i));
+                    for p in &peers {
+                        b = b.url(format!("{}/f/{i}?token={}", p.base, p.token));
+                    }
+                    let download = b.build().map_err(|source| RecvError::File {
+                        file: entry.path.clone(),
+                        source,
+                    })?;
+                    let done =
+                        download
+                            .run(cancel.clone())
+                            .await
+                            .map_err(|source| RecvError::File {
+                                file: entry.path.clone(),
+                                source,
+                            })?;
+                    out.files += 1;
+                    out.bytes += size;
+                    out.fetched += done.fetched;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> RecvError {
+    RecvError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Tries the ticket's addresses in order; the first that answers gives the manifest bytes.
+async fn reach(client: &reqwest::Client, t: &Ticket) -> Result<(Peer, Vec<u8>), String> {
+    let token = t.token_hex();
+    let mut errors = Vec::new();
+    for addr in &t.addrs {
+        let base = match addr {
+            std::net::IpAddr::V4(a) => format!("https://{a}:{}", t.port),
+            std::net::IpAddr::V6(a) => format!("https://[{a}]:{}", t.port),
+        };
+        let url = format!("{base}/manifest?token={token}");
+        match client.get(&url).send().await {
+            Ok(r) if r.status().is_success() => match r.bytes().await {
+                Ok(b) => {
+                    return Ok((
+                        Peer {
+                            base,
+                            token: token.clone(),
+                        },
+                        b.to_vec(),
+                    ));
+                }
+                Err(e) => errors.push(format!("{base}: {}", ferry_core::source::describe(&e))),
+            },
+            Ok(r) => errors.push(format!("{base}: the sender answered {}", r.status())),
+            Err(e) => errors.push(format!("{base}: {}", ferry_core::source::describe(&e))),
+        }
+    }
+    Err(errors.join(", "))
+}
+
+/// Reports nothing; for callers that want no events.
+pub fn quiet(_: usize) -> EventSink {
+    EventSink::default()
+}
+
+/// A warning event for a file (used by callers that print notes as events).
+pub fn warning(file: &str, message: &str) -> Event {
+    Event::Warning {
+        file: file.to_owned(),
+        message: message.to_owned(),
+    }
+}

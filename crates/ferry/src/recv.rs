@@ -1,0 +1,62 @@
+//! `ferry recv`: decodes the tickets (a damaged one is refused before any connection), then
+//! receives the content from every sender with progress, and maps the outcome to an exit code.
+
+use crate::cli::RecvArgs;
+use crate::exit;
+use crate::progress::{Mode, Reporter};
+use ferry_core::{Error, RetryPolicy};
+use ferry_p2p::recv::{Receive, RecvError};
+use ferry_p2p::ticket::Ticket;
+use tokio_util::sync::CancellationToken;
+
+pub async fn run(args: RecvArgs) -> u8 {
+    let reporter = Reporter::new(Mode::choose(args.json, args.quiet));
+    let mut tickets = Vec::new();
+    for (i, t) in args.tickets.iter().enumerate() {
+        match Ticket::decode(t) {
+            Ok(t) => tickets.push(t),
+            Err(e) => {
+                reporter.error(0, "", &format!("ticket {}: {e}", i + 1), false);
+                return exit::USAGE;
+            }
+        }
+    }
+    if !(1..=256).contains(&args.connections) {
+        reporter.error(0, "", "invalid -x: give a number from 1 to 256", false);
+        return exit::USAGE;
+    }
+    let cancel = CancellationToken::new();
+    tokio::spawn(crate::get::watch_signals(cancel.clone()));
+    let mut receive = Receive::new(tickets, &args.dir);
+    receive.connections = args.connections;
+    receive.retry = RetryPolicy::default();
+    let sinks = reporter.clone();
+    receive.events = Box::new(move |i| sinks.sink(i));
+    let notes = reporter.clone();
+    receive.note = Box::new(move |m| notes.note(&format!("ferry recv: {m}")));
+    match receive.run(cancel.clone()).await {
+        Ok(r) => {
+            reporter.note(&format!(
+                "ferry recv: {} file(s), {} folder(s), {} bytes from {} sender(s) into {}",
+                r.files,
+                r.dirs,
+                r.bytes,
+                r.peers,
+                args.dir.display()
+            ));
+            exit::OK
+        }
+        Err(RecvError::File {
+            source: Error::Cancelled,
+            file,
+        }) => {
+            reporter.paused(0, &file, "interrupted");
+            reporter.note("Paused. Progress is saved; rerun the same command to resume.");
+            exit::INTERRUPTED
+        }
+        Err(e) => {
+            reporter.error(0, "", &e.to_string(), e.is_resumable());
+            exit::FAILED
+        }
+    }
+}

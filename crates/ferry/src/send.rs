@@ -1,0 +1,92 @@
+//! `ferry send`: hashes what is shared (showing progress), binds, prints the ticket as the first
+//! line of stdout, and serves until Ctrl-C or SIGTERM.
+
+use crate::cli::SendArgs;
+use crate::exit;
+use ferry_core::RateLimiter;
+use ferry_core::limits::parse_size;
+use ferry_p2p::send::{Sender, Share};
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+pub async fn run(args: SendArgs) -> u8 {
+    let limiter = match args.limit_rate.as_deref().map(parse_size) {
+        None => None,
+        Some(Some(r)) => Some(Arc::new(RateLimiter::new(r))),
+        Some(None) => {
+            eprintln!("ferry send: invalid --limit-rate: use e.g. 500K, 20M");
+            return exit::USAGE;
+        }
+    };
+    let quiet = args.quiet;
+    let paths = args.paths.clone();
+    let started = Instant::now();
+    let shown = Arc::new(AtomicU64::new(0));
+    let share = tokio::task::spawn_blocking(move || {
+        Share::build(&paths, &move |hashed, total| {
+            // A line at most every 5 % (stderr may be a file).
+            let pct = hashed * 20 / total.max(1);
+            if !quiet && shown.fetch_max(pct, Ordering::Relaxed) < pct {
+                eprintln!("ferry send: hashing {}%", pct * 5);
+            }
+        })
+    })
+    .await;
+    let share = match share {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("ferry send: {e}");
+            return exit::FAILED;
+        }
+        Err(e) => {
+            eprintln!("ferry send: hashing failed: {e}");
+            return exit::FAILED;
+        }
+    };
+    let files = share.files.iter().filter(|f| f.is_some()).count();
+    let total = share.manifest.total_bytes();
+    let sender = match Sender::bind(share, &args.listen, limiter).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ferry send: {e}");
+            return exit::FAILED;
+        }
+    };
+    // The ticket is the first line of stdout, alone, flushed at once (scripts read it).
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", sender.ticket().encode());
+    let _ = out.flush();
+    drop(out);
+    if !quiet {
+        let addrs: Vec<String> = sender
+            .ticket()
+            .addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        eprintln!(
+            "ferry send: {files} file(s), {total} bytes, hashed in {:.1}s; serving on port {} ({}).",
+            started.elapsed().as_secs_f64(),
+            sender.ticket().port,
+            addrs.join(", ")
+        );
+        eprintln!(
+            "ferry send: on the other machine run: ferry recv <the ticket above>  (Ctrl-C here stops)"
+        );
+    }
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let served = sender.serve(shutdown).await;
+    if !quiet {
+        eprintln!("ferry send: stopped after serving {served} bytes");
+    }
+    exit::OK
+}
