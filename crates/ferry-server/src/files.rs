@@ -89,54 +89,65 @@ pub async fn respond(
                 }
                 return res;
             }
-            let json = headers
-                .get_all(header::ACCEPT)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| v.to_ascii_lowercase().contains("application/json"));
-            let root = root.to_owned();
-            let at_root = parts.is_empty();
-            let entries =
-                tokio::task::spawn_blocking(move || listing::read_dir(&root, &dir, at_root)).await;
-            let entries = match entries {
-                Ok(Ok(entries)) => entries,
-                Ok(Err(e)) => return open_error(OpenError::Io(e)),
-                Err(e) => return internal(&io::Error::other(e)),
-            };
-            let (body, content_type) = if json {
-                (listing::json(&entries), "application/json")
-            } else {
-                (
-                    listing::html(&entries, &parts, base),
-                    "text/html; charset=utf-8",
-                )
-            };
-            let mut res = Response::new(Body::empty());
-            let h = res.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-            h.insert(header::VARY, HeaderValue::from_static("Accept"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            h.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-            if !json {
-                h.insert(
-                    header::CONTENT_SECURITY_POLICY,
-                    HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-                );
-            }
-            if !head {
-                *res.body_mut() = counted_body(
-                    None,
-                    VecDeque::from([Piece::Bytes(Bytes::from(body))]),
-                    metrics,
-                );
-            }
-            res
+            serve_dir(root, dir, &parts, base, head, headers, metrics).await
         }
     }
+}
+
+/// A directory's listing: JSON when the client accepts `application/json`, else HTML.
+async fn serve_dir(
+    root: &Path,
+    dir: PathBuf,
+    parts: &[String],
+    base: &str,
+    head: bool,
+    headers: &HeaderMap,
+    metrics: &Arc<Metrics>,
+) -> Response {
+    let json = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("application/json"));
+    let root = root.to_owned();
+    let entries = tokio::task::spawn_blocking(move || listing::read_dir(&root, &dir)).await;
+    let entries = match entries {
+        Ok(Ok(entries)) => entries,
+        Ok(Err(e)) => return open_error(OpenError::Io(e)),
+        Err(e) => return internal(&io::Error::other(e)),
+    };
+    let (body, content_type) = if json {
+        (listing::json(&entries), "application/json")
+    } else {
+        (
+            listing::html(&entries, parts, base),
+            "text/html; charset=utf-8",
+        )
+    };
+    let mut res = Response::new(Body::empty());
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !json {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+        );
+    }
+    if !head {
+        *res.body_mut() = counted_body(
+            None,
+            VecDeque::from([Piece::Bytes(Bytes::from(body))]),
+            metrics,
+        );
+    }
+    res
 }
 
 /// The strong ETag of a file: its inode, size and modification time to the nanosecond.
@@ -575,7 +586,7 @@ fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
     use rustix::io::{Errno, ReadWriteFlags};
     use std::sync::atomic::{AtomicBool, Ordering};
     static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) || std::env::var_os("XX_NO_NOWAIT").is_some() {
+    if UNSUPPORTED.load(Ordering::Relaxed) {
         return 0;
     }
     let mut bufs = [io::IoSliceMut::new(buf)];

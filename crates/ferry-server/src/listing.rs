@@ -33,33 +33,38 @@ pub struct Entry {
 }
 
 /// Reads the directory `dir` (canonical, inside `root`), directories first, then by name.
-/// Blocking. Symlinks are listed as what they point to when that stays inside `root` (and out of
-/// the state directory), and left out otherwise; so are special files, names that are not
-/// UTF-8 or that [`safepath::components`] refuses, and the state directory at the root.
-pub fn read_dir(root: &Path, dir: &Path, at_root: bool) -> io::Result<Vec<Entry>> {
+/// Blocking. Symlinks are listed as what they point to when that stays inside `root`, and left
+/// out otherwise; so are special files, names that are not UTF-8 or that
+/// [`safepath::components`] refuses, and the state directory (however it is reached).
+pub fn read_dir(root: &Path, dir: &Path) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        // One plain component that a request could name; the state directory only counts
-        // at the root.
+        // One plain component that a request could name (the state directory is judged by
+        // where it is, below).
         match safepath::components(&name) {
             Ok(parts) if parts == [name.as_str()] => {}
-            Err(PathError::Private) if !at_root => {}
+            Err(PathError::Private) => {}
             _ => continue,
         }
         let Ok(file_type) = entry.file_type() else {
             continue;
         };
-        let meta = if file_type.is_symlink() {
-            let Ok(target) = entry.path().canonicalize() else {
+        // `dir` is canonical, so `dir/name` is too unless it is a symlink.
+        let mut target = dir.join(&name);
+        if file_type.is_symlink() {
+            let Ok(t) = target.canonicalize() else {
                 continue;
             };
-            if safepath::check_inside(root, &target).is_err() {
-                continue;
-            }
+            target = t;
+        }
+        if safepath::check_inside(root, &target).is_err() {
+            continue;
+        }
+        let meta = if file_type.is_symlink() {
             std::fs::metadata(&target)
         } else {
             entry.metadata()
@@ -288,13 +293,17 @@ mod tests {
         std::os::unix::fs::symlink(root.join("f"), root.join("in")).unwrap();
         std::os::unix::fs::symlink(root.join(STATE_DIR), root.join("state")).unwrap();
         std::os::unix::fs::symlink(root.join("nowhere"), root.join("broken")).unwrap();
-        let got = read_dir(&root, &root, true).unwrap();
+        let got = read_dir(&root, &root).unwrap();
         let names: Vec<_> = got.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["sub", "f", "in"]);
         assert_eq!(got[1].size, 5);
         assert_eq!(got[1].etag, got[2].etag);
-        let sub = read_dir(&root, &root.join("sub"), false).unwrap();
+        let sub = read_dir(&root, &root.join("sub")).unwrap();
         assert_eq!(sub.len(), 1, "a nested .ferry is ordinary");
+        // The root reached through a symlink: still no state directory.
+        std::os::unix::fs::symlink(&root, root.join("sub/up")).unwrap();
+        let through = read_dir(&root, &root.join("sub/up").canonicalize().unwrap()).unwrap();
+        assert_eq!(through.len(), 3);
         assert_eq!(human_size(1023), "1023 B");
         assert_eq!(human_size(1 << 30), "1.0 GiB");
     }

@@ -416,6 +416,7 @@ async fn traversal_symlinks_and_the_state_dir() {
     link(&"sub/inner.txt", srv.root.join("in-file")).unwrap();
     link(&srv.root.join("sub"), srv.root.join("in-dir")).unwrap();
     link(&"loop", srv.root.join("loop")).unwrap();
+    link(&".", srv.root.join("self")).unwrap();
 
     // Refused paths: 403 for what no file can be named, 404 for what must look absent.
     for (target, want) in [
@@ -444,6 +445,8 @@ async fn traversal_symlinks_and_the_state_dir() {
         ("/files/state/", 404),
         ("/files/staged", 404),
         ("/files/loop", 404),
+        ("/files/self/.ferry/staged", 404),
+        ("/files/self/self/.ferry/", 404),
         ("/files/missing", 404),
         ("/files/%ff", 400),
     ] {
@@ -455,6 +458,14 @@ async fn traversal_symlinks_and_the_state_dir() {
         );
         assert!(body.len() < 200, "{target}: a short text");
     }
+    // The root through a symlink is listed without the state directory.
+    let (status, body) = raw_get(srv.addr, "/files/self/").await;
+    assert_eq!(status, 200);
+    let page = String::from_utf8(body).unwrap();
+    assert!(
+        page.contains("/files/self/sub/") && !page.contains(".ferry"),
+        "{page}"
+    );
     for (target, want) in [
         ("/files/sub/inner.txt", &b"inner"[..]),
         ("/files/sub%2Finner.txt", b"inner"),
@@ -555,20 +566,19 @@ async fn listings() {
     assert!(res.bytes().await.unwrap().is_empty());
 }
 
-/// The `curl` binary, or `None` (with a note) when it is missing outside CI.
-fn curl_binary() -> Option<&'static str> {
+/// Whether curl runs; when it does not: a panic in CI (`CI=true`), else a note (skip).
+fn have_curl() -> bool {
     let found = std::process::Command::new("curl")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if found {
-        return Some("curl");
+    if !found {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("curl is not installed (required in CI)");
+        }
+        eprintln!("SKIPPED: curl is not on PATH");
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("curl is not installed (required in CI)");
-    }
-    eprintln!("SKIPPED: curl is not on PATH");
-    None
+    found
 }
 
 async fn curl(args: &[&str]) -> std::process::Output {
@@ -588,7 +598,7 @@ async fn curl(args: &[&str]) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_interop() {
-    if curl_binary().is_none() {
+    if !have_curl() {
         return;
     }
     let srv = Server::start().await;
