@@ -112,17 +112,46 @@ fn hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// The token of a request: `Authorization: Bearer T`, else the `token` query parameter.
-fn token_of(req: &Request) -> Option<String> {
+/// The cookie a browser gets after opening a `?token=` link, so the links it follows next
+/// (listings, redirects) work without the token in every URL.
+const COOKIE: &str = "ferry_token";
+
+/// Where a request's token came from.
+enum TokenFrom {
+    Header,
+    Query,
+    Cookie,
+}
+
+/// The token of a request: `Authorization: Bearer T`, else the `token` query parameter, else
+/// the cookie set by an earlier `?token=` link.
+fn token_of(req: &Request) -> Option<(String, TokenFrom)> {
     if let Some(value) = req.headers().get(header::AUTHORIZATION)
         && let Ok(value) = value.to_str()
         && let Some((scheme, token)) = value.trim().split_once(' ')
         && scheme.eq_ignore_ascii_case("bearer")
     {
-        return Some(token.trim().to_owned());
+        return Some((token.trim().to_owned(), TokenFrom::Header));
     }
-    let query = req.uri().query()?;
-    form_urlencoded_get(query, "token")
+    if let Some(query) = req.uri().query()
+        && let Some(t) = form_urlencoded_get(query, "token")
+    {
+        return Some((t, TokenFrom::Query));
+    }
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .map(|t| {
+            (
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned(),
+                TokenFrom::Cookie,
+            )
+        })
 }
 
 fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
@@ -143,10 +172,20 @@ pub async fn require_user(State(auth): State<Arc<Auth>>, mut req: Request, next:
         req.extensions_mut().insert(User(Arc::from("")));
         return next.run(req).await;
     }
-    match auth.user(token_of(&req).as_deref()) {
+    let token = token_of(&req);
+    match auth.user(token.as_ref().map(|(t, _)| t.as_str())) {
         Some(user) => {
             req.extensions_mut().insert(user);
-            next.run(req).await
+            let mut res = next.run(req).await;
+            if let Some((t, TokenFrom::Query)) = token
+                && let Ok(v) = HeaderValue::from_str(&format!(
+                    "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+                    percent_encoding::utf8_percent_encode(&t, percent_encoding::NON_ALPHANUMERIC)
+                ))
+            {
+                res.headers_mut().append(header::SET_COOKIE, v);
+            }
+            res
         }
         None => {
             let mut res = (

@@ -6,12 +6,9 @@
 //! curl and aria2c are required in CI (`CI=true`); elsewhere a missing tool is reported and its
 //! part skipped. `scripts/test.sh` installs both.
 
-use ferry_testkit::util::{
-    files_equal, free_port, random_bytes_at, wait_for_port, write_random_file,
-};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use ferry_testkit::serve::FerryServe;
+use ferry_testkit::util::{files_equal, random_bytes_at, write_random_file};
+use std::process::{Command, Output, Stdio};
 
 const MIB: u64 = 1 << 20;
 const TOKEN: &str = "files-interop-token";
@@ -31,78 +28,6 @@ fn have(tool: &str) -> bool {
         eprintln!("SKIPPED: {msg}");
     }
     ok
-}
-
-/// `ferry serve DIR --listen 127.0.0.1:PORT AUTH...`, killed by PID on drop; its output goes to
-/// files shown when something fails.
-struct Serve {
-    child: Child,
-    port: u16,
-    logs: PathBuf,
-}
-
-impl Serve {
-    fn start(dir: &Path, logs: &Path, auth: &[&str]) -> Serve {
-        std::fs::create_dir_all(logs).unwrap();
-        let mut last = String::new();
-        // free_port's port may be taken before ferry binds it: try a few.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-                .arg("serve")
-                .arg(dir)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(auth)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(logs.join("stdout")).unwrap())
-                .stderr(std::fs::File::create(logs.join("stderr")).unwrap())
-                .spawn()
-                .expect("spawn ferry serve");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Ok(Some(status)) = child.try_wait() {
-                    last = format!("ferry serve exited with {status}:\n{}", log(logs));
-                    break;
-                }
-                if wait_for_port(("127.0.0.1", port), Duration::from_millis(50)).is_ok() {
-                    return Serve {
-                        child,
-                        port,
-                        logs: logs.to_owned(),
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("ferry serve did not listen within 30 s:\n{}", log(logs));
-                }
-            }
-            if !last.contains("in use") {
-                break;
-            }
-        }
-        panic!("{last}");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    fn log(&self) -> String {
-        log(&self.logs)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn log(logs: &Path) -> String {
-    let read = |n: &str| std::fs::read_to_string(logs.join(n)).unwrap_or_default();
-    format!("stdout:\n{}\nstderr:\n{}", read("stdout"), read("stderr"))
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -170,7 +95,7 @@ fn curl_aria2c_and_ferry_get_download_byte_identical_files() {
     let seed = 41;
     let src = dir.join("big.bin");
     write_random_file(&src, len, seed).unwrap();
-    let srv = Serve::start(&dir, &tmp.path().join("logs"), &["--public"]);
+    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &dir, &["--public"]);
     let url = srv.url("/files/big.bin");
 
     if have("curl") {
@@ -260,7 +185,7 @@ fn a_token_is_required_and_accepted_as_query_or_bearer() {
     let seed = 42;
     let src = dir.join("f.bin");
     write_random_file(&src, len, seed).unwrap();
-    let srv = Serve::start(&dir, &tmp.path().join("logs"), &["--token", TOKEN]);
+    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &dir, &["--token", TOKEN]);
     let url = srv.url("/files/f.bin");
     let bearer = format!("Authorization: Bearer {TOKEN}");
 
@@ -284,6 +209,24 @@ fn a_token_is_required_and_accepted_as_query_or_bearer() {
         assert!(part == random_bytes_at(seed, 100, 100));
         let part = curl(&["-r", "-10", &format!("{url}?token={TOKEN}")]).stdout;
         assert!(part == random_bytes_at(seed, len - 10, 10));
+        // A browser that opened a ?token= link keeps browsing with the cookie it was given.
+        let jar = tmp.path().join("cookies");
+        let jar = jar.to_str().unwrap();
+        let o = curl(&[
+            "-c",
+            jar,
+            "-o",
+            "/dev/null",
+            &format!("{url}?token={TOKEN}"),
+        ]);
+        assert!(o.status.success());
+        let listing = srv.url("/files/");
+        assert_eq!(
+            status(&listing, &["-b", jar]),
+            "200",
+            "the cookie is accepted"
+        );
+        assert_eq!(status(&listing, &[]), "401", "not without it");
     }
 
     if have("aria2c") {
