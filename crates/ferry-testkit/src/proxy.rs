@@ -81,6 +81,10 @@ pub struct ProxyFaults {
     /// the upstream connection and abort the client's with a TCP RST (`SO_LINGER` 0), after a
     /// pause of [`RESET_GRACE`]. A connection that ends before N bytes is not reset.
     pub reset_after: Option<(u64, u64)>,
+    /// Like [`ProxyFaults::reset_after`] for the other direction: after N bytes were sent
+    /// upstream (client→server, e.g. an upload's body) on a connection, close the upstream
+    /// connection (the server sees the request break off) and reset the client's.
+    pub reset_after_up: Option<(u64, u64)>,
     /// Per connection: after this many downstream bytes stop forwarding; the upstream
     /// connection is closed, the client's is kept open (its bytes are read and discarded) until
     /// the client closes it.
@@ -503,6 +507,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 #[derive(Clone, Copy, Debug)]
 struct ConnFaults {
     reset_at: Option<u64>,
+    reset_up_at: Option<u64>,
     stall_at: Option<u64>,
     slow_start: Option<(u64, u64)>,
     rate: Option<u64>,
@@ -513,8 +518,12 @@ impl ConnFaults {
         let reset_at = f
             .reset_after
             .map(|(lo, hi)| rand::rng().random_range(lo.min(hi)..=lo.max(hi)));
+        let reset_up_at = f
+            .reset_after_up
+            .map(|(lo, hi)| rand::rng().random_range(lo.min(hi)..=lo.max(hi)));
         ConnFaults {
             reset_at,
+            reset_up_at,
             stall_at: f.stall_after,
             slow_start: f.slow_start.filter(|&(n, r)| n > 0 && r > 0),
             rate: f.rate_per_conn.filter(|&r| r > 0),
@@ -550,6 +559,8 @@ enum UpEnd {
     /// The client closed its side; the upstream write side was shut down.
     Eof,
     Error,
+    /// Upstream reset point reached.
+    Reset,
     /// A request to answer ourselves: status, Retry-After, is a HEAD request.
     Fail(u16, Option<u64>, bool),
 }
@@ -620,7 +631,16 @@ async fn serve_conn(mut client: TcpStream, shared: Arc<Shared>) {
         let (mut cr, mut cw) = client.split();
         let (mut sr, mut sw) = upstream.split();
         let stop = Notify::new();
-        let mut up = pin!(pump_up(&mut cr, &mut sw, buf, leftover, scanner, &shared));
+        let mut up = pin!(pump_up(
+            &mut cr,
+            &mut sw,
+            buf,
+            leftover,
+            scanner,
+            &shared,
+            conn.reset_up_at
+                .map(|at| at.saturating_sub(head.len() as u64)),
+        ));
         let mut down = pin!(pump_down(&mut sr, &mut cw, conn, &shared, &stop));
         let mut up_end: Option<UpEnd> = None;
         let mut down_done = false;
@@ -634,6 +654,7 @@ async fn serve_conn(mut client: TcpStream, shared: Arc<Shared>) {
                         up_end = Some(UpEnd::Eof);
                     }
                     UpEnd::Error => break End::Abort,
+                    UpEnd::Reset => break End::Reset,
                     UpEnd::Fail(s, r, h) => {
                         stop.notify_one();
                         up_end = Some(UpEnd::Fail(s, r, h));
@@ -695,6 +716,7 @@ async fn pump_up<R, W>(
     leftover: Vec<u8>,
     mut scanner: Scanner,
     shared: &Shared,
+    mut reset_in: Option<u64>,
 ) -> UpEnd
 where
     R: AsyncRead + Unpin,
@@ -719,10 +741,19 @@ where
         while !data.is_empty() {
             match scanner.step(data) {
                 Step::Forward(n) => {
-                    if sw.write_all(&data[..n]).await.is_err() {
+                    // Up to the reset point, if it falls in this piece.
+                    let n_ok = reset_in.map_or(n, |left| n.min(left as usize));
+                    if sw.write_all(&data[..n_ok]).await.is_err() {
                         return UpEnd::Error;
                     }
-                    shared.bytes_up.fetch_add(n as u64, Ordering::Relaxed);
+                    shared.bytes_up.fetch_add(n_ok as u64, Ordering::Relaxed);
+                    if let Some(left) = reset_in.as_mut() {
+                        *left -= n_ok as u64;
+                        if *left == 0 {
+                            let _ = sw.flush().await;
+                            return UpEnd::Reset;
+                        }
+                    }
                     data = &data[n..];
                 }
                 Step::Skip(n) => data = &data[n..],
@@ -737,6 +768,9 @@ where
                     shared
                         .bytes_up
                         .fetch_add(head.len() as u64, Ordering::Relaxed);
+                    if let Some(left) = reset_in.as_mut() {
+                        *left = left.saturating_sub(head.len() as u64).max(1);
+                    }
                     data = &data[n..];
                 }
             }
@@ -989,6 +1023,31 @@ mod tests {
         assert!(std::fs::read(&out_b).unwrap() == data);
         assert_eq!(proxy.connections(), 4);
         assert_eq!(proxy.requests(), 5);
+    }
+
+    #[test]
+    fn reset_after_up_cuts_a_request_body() {
+        let (srv, _) = server(MIB, 3);
+        let proxy = FaultProxy::start_blocking(
+            srv.addr(),
+            ProxyFaults {
+                reset_after_up: Some((200_000, 200_000)),
+                ..Default::default()
+            },
+        );
+        // An upload-sized body: the proxy passes 200 000 bytes (head included), then resets.
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("body");
+        std::fs::write(&body, vec![7u8; 1_000_000]).unwrap();
+        let o = Command::new("curl")
+            .args(["-s", "-S", "-o", "/dev/null", "-X", "PUT", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .arg(proxy.url("f.bin"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "the upload is cut off");
+        assert!(wait_until(Duration::from_secs(10), || proxy.resets() == 1));
+        assert_eq!(proxy.bytes_up(), 200_000);
     }
 
     #[test]

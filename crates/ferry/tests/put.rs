@@ -1,7 +1,7 @@
 //! `ferry put` end to end: into `ferry serve` over 1 and 4 connections, folders and names,
 //! clear refusals, SIGKILL mid-upload then a rerun that re-sends little (bytes counted by a
-//! proxy in front of the server), a server killed with -9 mid-upload, and @tus/server (no
-//! concatenation) as a second real server.
+//! proxy in front of the server), a server killed with -9 mid-upload, a full server disk, and
+//! @tus/server (no concatenation) as a second real server.
 
 use ferry_testkit::proxy::{FaultProxy, ProxyFaults};
 use ferry_testkit::serve::FerryServe;
@@ -340,4 +340,49 @@ fn peers_dir() -> Option<PathBuf> {
     );
     eprintln!("skipped: Node tus peers not installed (run scripts/test.sh)");
     None
+}
+
+/// The server's disk fills up while the final upload is assembled (the parts need room twice):
+/// `ferry put` stops with a clear error, its journal stays usable, and once there is room a
+/// rerun finishes without sending the parts again. Needs root for the tmpfs (as CI has).
+#[test]
+fn a_full_server_disk_stops_clearly_and_resumes() {
+    let disk = ferry_testkit::tmpfs::Tmpfs::mount(40);
+    let served = disk.path().join("srv");
+    std::fs::create_dir(&served).unwrap();
+    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &served, &["--token", TOKEN]);
+    let data = tempfile::tempdir().unwrap();
+    let src = tempfile::tempdir().unwrap();
+    let file = src.path().join("f.bin");
+    write_random_file(&file, 24 * MIB, 10).unwrap();
+    let put = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .arg("put")
+            .args(extra)
+            .args(["-x", "4", "--retries", "2", s(&file), &srv.url("/uploads/")])
+            .env("FERRY_DATA_DIR", data.path())
+            .env("FERRY_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = put(&["-q"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+    assert!(!served.join("f.bin").exists());
+    let journals = std::fs::read_dir(data.path().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 1, "the journal is kept");
+
+    disk.resize(80);
+    let o = put(&["--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(&file, &served.join("f.bin")));
+    let start = start_event(&o);
+    assert_eq!(
+        start["resumed"].as_u64(),
+        Some(24 * MIB),
+        "no part is sent again: {start}"
+    );
 }

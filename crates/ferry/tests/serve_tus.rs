@@ -997,11 +997,26 @@ async fn concatenation_finished_and_unfinished() {
     }
     assert!(std::fs::read(env.dir.join("later/all.bin")).unwrap() == data);
     assert_eq!(env.offset(ANN, &fin).await, data.len() as u64);
-    assert_eq!(
-        env.head(ANN, &parts[0]).await.status(),
-        StatusCode::NOT_FOUND,
-        "parts are freed"
+    assert!(
+        env.staged_len(&parts[0]).is_none(),
+        "the parts' data is freed"
     );
+    assert_eq!(
+        env.offset(ANN, &parts[0]).await,
+        cuts[1] as u64,
+        "a part still reads as complete"
+    );
+    // The same final POST again (a client that never saw the answer) gets the same upload.
+    let r = env
+        .post(
+            ANN,
+            None,
+            &[("path", "later/all.bin")],
+            &[("Upload-Concat", &concat)],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(location(&r), fin);
 }
 
 /// A full disk answers 507 and loses nothing already accepted; with room again, the upload

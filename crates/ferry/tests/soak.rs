@@ -426,3 +426,129 @@ fn kill_resume_soak_with_stalls() {
         "refetched {sum} bytes in total for {total} bytes of files (more than 25 %): {extras:?}"
     );
 }
+
+/// `ferry put` into `ferry serve` through a proxy that resets upload connections after a few
+/// MiB: SIGKILLed at a random point (sometimes twice), rerun to completion, 20 times (or
+/// `FERRY_SOAK_TRIALS`). Every stored file must be byte-identical; the bytes sent in all runs
+/// beyond the file sizes are reported.
+#[test]
+fn put_kill_resume_soak_with_resets() {
+    let base = base_seed();
+    let trials: u64 = std::env::var("FERRY_SOAK_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20);
+    eprintln!("put soak: base seed {base} (rerun with FERRY_SOAK_SEED={base}), {trials} trials");
+    let served = tempfile::tempdir().unwrap();
+    let srv = ferry_testkit::serve::FerryServe::start(
+        env!("CARGO_BIN_EXE_ferry"),
+        served.path(),
+        &["--public"],
+    );
+    let proxy = FaultProxy::start_blocking(
+        format!("127.0.0.1:{}", srv.port()).parse().unwrap(),
+        ProxyFaults {
+            reset_after_up: Some((2 * MIB, 8 * MIB)),
+            ..Default::default()
+        },
+    );
+    let endpoint = proxy.url("/uploads/");
+    let data = tempfile::tempdir().unwrap();
+    let src_dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let (mut sizes, mut sent) = (0u64, 0u64);
+    for t in 0..trials {
+        let seed = Rng(base ^ (t + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)).next();
+        let mut rng = Rng(seed);
+        let len = rng.range(8 * MIB, 40 * MIB);
+        let x = rng.range(1, 4).to_string();
+        let name = format!("p{t}-{seed}.bin");
+        let src = src_dir.path().join(&name);
+        write_random_file(&src, len, seed).unwrap();
+        let up0 = proxy.bytes_up();
+        let put = || {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["put", "-q", "-x", &x, "--retries", "20"])
+                .arg(&src)
+                .arg(&endpoint)
+                .env("FERRY_DATA_DIR", data.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let context = format!("put trial {t} (seed {seed}, {len} bytes, -x {x}; base seed {base})");
+        let kills = if rng.chance(1, 3) { 2 } else { 1 };
+        let mut completed = false;
+        for _ in 0..kills {
+            if completed {
+                break;
+            }
+            let at = proxy.bytes_up() + rng.range(MIB, len.max(2 * MIB));
+            let mut child = put();
+            let deadline = Instant::now() + RUN_DEADLINE;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    let mut err = String::new();
+                    let _ =
+                        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                    assert!(
+                        status.success(),
+                        "{context}: a run failed before its kill: {err}"
+                    );
+                    completed = true;
+                    break;
+                }
+                if proxy.bytes_up() >= at {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{context}: a run hung");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        if std::env::var_os("FERRY_SOAK_DEBUG").is_some() {
+            for e in std::fs::read_dir(data.path().join("uploads"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                eprintln!(
+                    "journal {}: {}",
+                    e.path().display(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                );
+            }
+            eprintln!("server log:\n{}", srv.log());
+        }
+        if !completed {
+            let out = put().wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{context}: the final run failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            files_equal(&src, &served.path().join(&name)),
+            "{context}: the stored file differs"
+        );
+        sizes += len;
+        sent += proxy.bytes_up() - up0;
+    }
+    let staged = std::fs::read_dir(served.path().join(".ferry/uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(staged, 0, "nothing left in staging");
+    eprintln!(
+        "put soak: {trials} trials in {:.1?}, {} resets; sent {:.1} MiB for {:.1} MiB of files \
+         (+{:.1} %)",
+        started.elapsed(),
+        proxy.resets(),
+        sent as f64 / MIB as f64,
+        sizes as f64 / MIB as f64,
+        (sent as f64 / sizes as f64 - 1.0) * 100.0
+    );
+}

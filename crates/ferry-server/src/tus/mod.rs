@@ -803,13 +803,42 @@ async fn assemble_final(u: &Arc<Uploads>, final_id: &str) -> Result<(), TusError
     rec.phase = Phase::Landing;
     u.store.update(&rec).await?;
     land(u, &mut rec).await?;
+    // The parts' data is freed; their records stay (complete, pointing at this final) until
+    // they expire, so a client that retries the final POST gets this upload again.
     for p in &parts {
         u.staging
             .delete(p)
             .map_err(|e| io_error("removing a part", e))?;
-        u.store.remove(p).await?;
     }
     Ok(())
+}
+
+/// A final POST sent again (the client never saw the answer): the final upload these very
+/// parts already built with the same metadata, if there is one.
+async fn existing_final(
+    u: &Uploads,
+    user: &User,
+    parts: &[String],
+    metadata: Option<&str>,
+) -> Result<Option<UploadRecord>, TusError> {
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    let Some(UploadRecord {
+        kind: Kind::Partial {
+            final_id: Some(final_id),
+        },
+        ..
+    }) = u.store.get(first).await?
+    else {
+        return Ok(None);
+    };
+    Ok(u.store.get(&final_id).await?.filter(|f| {
+        f.owner == user.0.as_ref()
+            && f.phase != Phase::Expired
+            && f.metadata.as_deref() == metadata
+            && matches!(&f.kind, Kind::Final { parts: p } if p == parts)
+    }))
 }
 
 async fn terminate(u: &Arc<Uploads>, user: &User, id: &str) -> Result<Response, TusError> {
@@ -909,6 +938,12 @@ async fn create_upload(
             || headers.contains_key(header::TRANSFER_ENCODING));
     if has_body {
         check_content_type(headers, true)?;
+    }
+
+    if let Some(Concat::Final(parts)) = &concat
+        && let Some(existing) = existing_final(u, user, parts, raw_meta.as_deref()).await?
+    {
+        return Ok(created_response(&existing, None));
     }
 
     let id = new_id();
@@ -1016,8 +1051,28 @@ async fn create_upload(
             }
         }
         drop(lock);
-        if all_parts_complete(u, parts).await? {
-            assemble_final(u, &id).await?;
+        if all_parts_complete(u, parts).await?
+            && let Err(e) = assemble_final(u, &id).await
+        {
+            // The client never learns this final's URL: forget it and free its parts, so the
+            // same request can be sent again (e.g. after the disk full that stopped it, or
+            // with overwrite). Assembled data goes back to the first part, whose file it grew
+            // from; the next assembly recognises the parts already appended.
+            let assembled = u.staging.data_path(&id);
+            if assembled.exists()
+                && let Some(first) = parts.first()
+            {
+                std::fs::rename(&assembled, u.staging.data_path(first))
+                    .map_err(|e| io_error("undoing the assembly", e))?;
+            }
+            for p in parts {
+                if let Some(mut part) = u.store.get(p).await? {
+                    part.kind = Kind::Partial { final_id: None };
+                    u.store.update(&part).await?;
+                }
+            }
+            u.store.remove(&id).await?;
+            return Err(e);
         }
         return Ok(created_response(&rec, None));
     }

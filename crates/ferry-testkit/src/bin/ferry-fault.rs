@@ -52,6 +52,9 @@ struct ProxyArgs {
     /// Per connection, reset (RST) after a random number of downstream bytes in [LO, HI].
     #[arg(long, value_name = "LO-HI", value_parser = parse_range)]
     reset_after: Option<(u64, u64)>,
+    /// Per connection, reset after a random number of upstream (upload) bytes in [LO, HI].
+    #[arg(long, value_name = "LO-HI", value_parser = parse_range)]
+    reset_after_up: Option<(u64, u64)>,
     /// Per connection, stop forwarding after N downstream bytes (sockets stay open).
     #[arg(long, value_name = "N", value_parser = parse_size)]
     stall_after: Option<u64>,
@@ -187,6 +190,7 @@ async fn run_proxy(a: ProxyArgs) -> Result<(), String> {
         .ok_or_else(|| format!("--upstream {}: resolves to no address", a.upstream))?;
     let faults = ProxyFaults {
         reset_after: a.reset_after,
+        reset_after_up: a.reset_after_up,
         stall_after: a.stall_after,
         stall_first_n: a.stall_first,
         fail_first: a.fail_first,
