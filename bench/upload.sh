@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# bench/upload.sh: tus uploads on loopback, in the same run: tus-js-client (the reference tus
-# client, in Node) into `ferry serve` and into @tus/server with its FileStore (the Node reference
-# server), same file, same client.
+# bench/upload.sh: tus uploads on loopback, in the same run: `ferry put` and tus-js-client (the
+# reference tus client, in Node) into `ferry serve`, and tus-js-client into @tus/server with its
+# FileStore (the Node reference server); same file for every row.
 #
 #   bench/upload.sh                  # from anywhere in the repo; 1 GiB, 3 runs per row
 #   QUICK=1 bench/upload.sh          # smoke run: 64 MiB, 1 run
@@ -9,10 +9,15 @@
 #   CASES=upload bench/run           # the same, as the `upload` case of bench/run
 #
 # Rows (every run's stored file is compared with its source by cmp):
+#   put-x4      ferry put -x 4 (4 partial uploads + concatenation)                   -> ferry serve
 #   ferry-p4    tus-js-client parallelUploads: 4 (4 partial uploads + concatenation) -> ferry serve
+#   put-x1      ferry put -x 1 (one upload, checksummed chunks)                      -> ferry serve
 #   ferry-seq   tus-js-client, one sequential upload (one PATCH)                     -> ferry serve
 #   tus-node    tus-js-client, one sequential upload (one PATCH)                     -> @tus/server
 #               (@tus/server has no concatenation, so no parallelUploads row for it)
+# Ratios: tus-js-client sequential into ferry serve vs into @tus/server (issue 3's bar); ferry put
+# -x 4 vs tus-js-client parallelUploads 4 (issue 4's bar); ferry put -x 1 vs tus-js-client
+# sequential (both into ferry serve).
 #
 # Environment:
 #   RUNS         runs per row, interleaved; the table shows medians (default 3)
@@ -24,6 +29,7 @@
 #   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
 #   FERRY_NODE   node binary (default: node from PATH)
 #   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
+#   (ferry put's resume journals go to $T/ferry-data via FERRY_DATA_DIR, emptied before each run)
 #   BENCH_EMBEDDED=1  print only the report body (no title or machine lines): bench/run puts it
 #                under its "Uploads" heading
 #
@@ -75,6 +81,11 @@ pkg_version() { # pkg_version NAME -> version in tests/peers/node/node_modules
     sed -n 's/^  "version": "\(.*\)",$/\1/p' "$PEERS/node_modules/$1/package.json" | head -1
 }
 TUS_JS_VERSION=$(pkg_version tus-js-client)
+# What Node's start-up costs each tus-js-client row (its wall time includes it; ferry put's does
+# not have it): median of 3 starts that load tus-js-client and exit.
+NODE_START=$(for _ in 1 2 3; do
+    (cd "$PEERS" && /usr/bin/time -f '%e' "$NODE" --input-type=module -e "import 'tus-js-client'" 2>&1 >/dev/null | tail -1)
+done | bench_median)
 TUS_SERVER_VERSION=$(pkg_version @tus/server)
 FILE_STORE_VERSION=$(pkg_version @tus/file-store)
 
@@ -85,6 +96,8 @@ fi
 
 bench_tmpdir
 mkdir -p "$T/bin" "$T/ferry-root" "$T/tus-root"
+# ferry put's resume journals: never the user's data directory.
+export FERRY_DATA_DIR="$T/ferry-data"
 # A copy: another engineer's build must not swap the binary in the middle of the run.
 FERRY="$T/bin/ferry"
 cp "$FERRY_SRC" "$FERRY" 2>/dev/null || { log "no ferry binary at $FERRY_SRC"; printf '#!/bin/sh\nexit 127\n' >"$FERRY"; chmod +x "$FERRY"; }
@@ -157,15 +170,27 @@ start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
 # --- rows -----------------------------------------------------------------------------------
 # Per row: label, the client's options, the server (ferry or tus), the ferry row it is compared
 # with. Every upload gets its own metadata filename (ferry serve refuses to overwrite).
+# CLIENT: tus (tus-js-client) or put (ferry put). REF: the row whose client is ferry's side of the
+# comparison (ferry put against tus-js-client; ferry serve against @tus/server).
 UP="$NODE $PEERS/upload.mjs $SRC_FILE"
-ROWS=(ferry-p4 ferry-seq tus-node)
-declare -A LABEL OPTS SERVER REF
+ROWS=(put-x4 ferry-p4 put-x1 ferry-seq tus-node)
+declare -A LABEL OPTS SERVER REF CLIENT
+LABEL[put-x4]='ferry put -x 4 → ferry serve'
+OPTS[put-x4]='-x 4'
+SERVER[put-x4]=ferry
+CLIENT[put-x4]=put
 LABEL[ferry-p4]='tus-js-client parallelUploads 4 → ferry serve'
 OPTS[ferry-p4]='--parallel 4'
 SERVER[ferry-p4]=ferry
+REF[ferry-p4]=put-x4
+LABEL[put-x1]='ferry put -x 1 → ferry serve'
+OPTS[put-x1]='-x 1'
+SERVER[put-x1]=ferry
+CLIENT[put-x1]=put
 LABEL[ferry-seq]='tus-js-client sequential → ferry serve'
 OPTS[ferry-seq]=''
 SERVER[ferry-seq]=ferry
+REF[ferry-seq]=put-x1
 LABEL[tus-node]='tus-js-client sequential → @tus/server'
 OPTS[tus-node]=''
 SERVER[tus-node]=tus
@@ -221,23 +246,39 @@ sample_noise() {
 }
 : >"$T/server-cpu"   # "tool run cpu_seconds" per upload
 
+JOURNALS_LEFT=0   # successful ferry put runs that left a resume journal behind
 bad=0
+NROWS=${#ROWS[@]}
 for run in $(seq "$RUNS"); do
-    for tool in "${ROWS[@]}"; do
+    # Interleaved, and each run starts one row later (run 1: rows 1..n, run 2: rows 2..n,1, ...),
+    # so no row always follows the same one.
+    for i in $(seq 0 $((NROWS - 1))); do
+        tool=${ROWS[$(((i + run - 1) % NROWS))]}
         CUR_TOOL=$tool CUR_RUN=$run CUR_NAME="$tool.$run.bin"
         if [ "${SERVER[$tool]}" = ferry ]; then
             url=$FERRY_URL pid=$FERRY_PID auth="--token $TOKEN"
         else
             url=$TUS_URL pid=$TUS_PID auth=""
         fi
+        if [ "${CLIENT[$tool]:-tus}" = put ]; then
+            rm -rf "$FERRY_DATA_DIR"   # every run a fresh upload, never a resume
+            cmd="$FERRY put -q $auth --name $CUR_NAME ${OPTS[$tool]} $SRC_FILE $url"
+        else
+            cmd="$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}"
+        fi
         sample_noise
         before=$(proc_ticks "${pid:-0}")
-        if ! bench_run "$CASE" "$tool" "$run" verify_upload "$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}"; then
+        if ! bench_run "$CASE" "$tool" "$run" verify_upload "$cmd"; then
             if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ]; then
                 bad=1
             fi
         fi
         after=$(proc_ticks "${pid:-0}")
+        if [ "${CLIENT[$tool]:-tus}" = put ] && [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = ok ] &&
+            [ -n "$(find "$FERRY_DATA_DIR" -type f 2>/dev/null | head -1)" ]; then
+            JOURNALS_LEFT=$((JOURNALS_LEFT + 1))
+            log "$tool run $run: resume journal left after a successful upload: $(find "$FERRY_DATA_DIR" -type f | tr '\n' ' ')"
+        fi
         echo "$tool $run $(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
         # Keep the disk use at one stored copy: the file was compared above.
         f=$(stored_file 2>/dev/null || true)
@@ -294,7 +335,11 @@ row() {
 cmdline() { # the client command line as a user would type it
     local tool=$1 auth=""
     [ "${SERVER[$tool]}" != ferry ] || auth=" --token TOKEN"
-    echo "node upload.mjs FILE URL$auth --name NAME ${OPTS[$tool]}" | sed 's/ *$//'
+    if [ "${CLIENT[$tool]:-tus}" = put ]; then
+        echo "ferry put -q$auth --name NAME ${OPTS[$tool]} FILE URL"
+    else
+        echo "node upload.mjs FILE URL$auth --name NAME ${OPTS[$tool]}" | sed 's/ *$//'
+    fi
 }
 
 report() {
@@ -308,9 +353,9 @@ report() {
         echo "- machine: $(nproc) cores ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, $(uname -sr)"
         echo "- ferry: $FERRY_VERSION (git $GIT_REV)"
     fi
-    echo "- client: tus-js-client $TUS_JS_VERSION on Node $("$NODE" --version) (\`tests/peers/node/upload.mjs\`: the file as an fs.ReadStream, no retries)"
+    echo "- clients: \`ferry put\` ($FERRY_VERSION, git $GIT_REV; a fresh upload every run, its resume journals in an emptied temp dir) and tus-js-client $TUS_JS_VERSION on Node $("$NODE" --version) (\`tests/peers/node/upload.mjs\`: the file as an fs.ReadStream, no retries)"
     echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing under $(df -T /tmp | awk 'NR==2 {print $2}') in /tmp"
-    echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved, median shown; every stored file compared with cmp, then deleted"
+    echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved (each run starts one row later), median shown; every stored file compared with cmp, then deleted"
     echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $UPLOADS uploads; highest 1-minute load average $LOAD_MAX"
     echo
     echo "| case | client → server | runs ok | median wall s | MiB/s | client CPU s | client peak RSS MiB | server CPU s | vs | ferry/peer time | ferry speedup |"
@@ -318,10 +363,14 @@ report() {
     for tool in "${ROWS[@]}"; do row "$tool"; done
     echo
     echo "Wall time is the client's, from start to the server's last answer (Node start-up included, the"
-    echo "same for every row); \"server CPU s\" is the server process's user+sys time during that upload"
+    echo "same for every tus-js-client row: starting Node and loading tus-js-client takes ${NODE_START} s here);"
+    echo "\"server CPU s\" is the server process's user+sys time during that upload"
     echo "(from /proc). Peak RSS over the whole run: ferry serve $((FERRY_HWM / 1024)) MiB, @tus/server $((TUS_HWM / 1024)) MiB."
-    echo "\"ferry/peer time\" < 1 and \"ferry speedup\" > 1 mean ferry serve was faster, against the"
-    echo "ferry serve row with the same client settings. @tus/server has no concatenation, so"
+    echo "\"ferry/peer time\" < 1 and \"ferry speedup\" > 1 mean ferry was faster than the row's setup,"
+    echo "against the row named under \"vs\": for tus-js-client into ferry serve, \`ferry put\` with the"
+    echo "same number of connections into the same server (the client compared); for @tus/server,"
+    echo "tus-js-client with the same settings into ferry serve (the server compared). Client peak RSS is"
+    echo "from /usr/bin/time (Node's includes its runtime). @tus/server has no concatenation, so"
     echo "parallelUploads cannot be used with it. @tus/file-store never syncs to disk (no fsync): it"
     echo "answers while the bytes may still be only in the page cache; a server that makes accepted bytes"
     echo "durable before answering (fdatasync) pays for that in these rows."
@@ -332,9 +381,15 @@ report() {
     for tool in "${ROWS[@]}"; do printf '%-12s %s\n' "$tool" "$(cmdline "$tool")"; done
     echo '```'
     echo
-    echo "- the issue's bar (tus-js-client into ferry serve at least as fast as into @tus/server):"
-    echo "  ferry serve speed / @tus/server speed, sequential = $(ratio ferry-seq tus-node) (bar: ≥ 1);"
+    echo "- issue 3's bar (tus-js-client into ferry serve at least as fast as into @tus/server):"
+    echo "  ferry serve speed / @tus/server speed, tus-js-client sequential = $(ratio ferry-seq tus-node) (bar: ≥ 1);"
     echo "  with parallelUploads 4 into ferry serve vs sequential into @tus/server = $(ratio ferry-p4 tus-node)"
+    echo "- issue 4's bar (ferry put at least as fast as tus-js-client, both into ferry serve):"
+    echo "  ferry put -x 4 speed / tus-js-client parallelUploads 4 speed = $(ratio put-x4 ferry-p4) (bar: ≥ 1);"
+    echo "  ferry put -x 1 speed / tus-js-client sequential speed = $(ratio put-x1 ferry-seq)"
+    if [ "$JOURNALS_LEFT" != 0 ]; then
+        echo "- note: $JOURNALS_LEFT successful \`ferry put\` run(s) left a resume journal behind"
+    fi
     if [ -n "$CHUNK_MIB" ]; then
         echo "- ${CHUNK_MIB} MiB chunks: ferry serve / @tus/server = $(ratio ferry-chunk tus-chunk)"
     fi

@@ -85,6 +85,10 @@ pub struct ProxyFaults {
     /// upstream (client→server, e.g. an upload's body) on a connection, close the upstream
     /// connection (the server sees the request break off) and reset the client's.
     pub reset_after_up: Option<(u64, u64)>,
+    /// Do not parse HTTP: connect upstream at once and pass the bytes through as they are (for
+    /// TLS, e.g. `ferry send`). The byte-count faults apply; the request faults
+    /// ([`ProxyFaults::fail_first`]) do not.
+    pub raw_tcp: bool,
     /// Per connection: after this many downstream bytes stop forwarding; the upstream
     /// connection is closed, the client's is kept open (its bytes are read and discarded) until
     /// the client closes it.
@@ -577,38 +581,43 @@ enum DownEnd {
 
 async fn serve_conn(mut client: TcpStream, shared: Arc<Shared>) {
     let _ = client.set_nodelay(true);
-    let conn = {
+    let (conn, raw) = {
         let plan = lock(&shared.plan);
-        ConnFaults::draw(&plan.faults)
+        (ConnFaults::draw(&plan.faults), plan.faults.raw_tcp)
     };
 
     // The first request head decides whether to connect upstream at all.
     let mut scanner = Scanner::new();
     let mut buf = vec![0u8; BUF];
-    let (head, leftover) = loop {
-        let n = match client.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        let mut data = &buf[..n];
-        let mut found = None;
-        while !data.is_empty() {
-            match scanner.step(data) {
-                Step::Skip(k) => data = &data[k..],
-                Step::Buffered => data = &[],
-                Step::Head(head, k) => {
-                    found = Some((head, data[k..].to_vec()));
-                    break;
+    let (head, leftover) = if raw {
+        scanner.passthrough = true;
+        (Vec::new(), Vec::new())
+    } else {
+        loop {
+            let n = match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut data = &buf[..n];
+            let mut found = None;
+            while !data.is_empty() {
+                match scanner.step(data) {
+                    Step::Skip(k) => data = &data[k..],
+                    Step::Buffered => data = &[],
+                    Step::Head(head, k) => {
+                        found = Some((head, data[k..].to_vec()));
+                        break;
+                    }
+                    // Not reached before the first head; forward-able bytes only follow a head.
+                    Step::Forward(_) => unreachable!("no body before the first head"),
                 }
-                // Not reached before the first head; forward-able bytes only follow a head.
-                Step::Forward(_) => unreachable!("no body before the first head"),
+            }
+            if let Some(f) = found {
+                break f;
             }
         }
-        if let Some(f) = found {
-            break f;
-        }
     };
-    if let Some((status, retry)) = shared.on_request() {
+    if !raw && let Some((status, retry)) = shared.on_request() {
         answer_and_close(client, status, retry, is_head_request(&head)).await;
         return;
     }

@@ -552,3 +552,117 @@ fn put_kill_resume_soak_with_resets() {
         (sent as f64 / sizes as f64 - 1.0) * 100.0
     );
 }
+
+/// `ferry recv` from `ferry send` through a proxy that resets connections after a few MiB
+/// (raw TCP: the transfer is TLS): SIGKILLed at a random point (sometimes twice), rerun to
+/// completion, 20 times (or `FERRY_SOAK_TRIALS`). Every result must be byte-identical.
+#[test]
+fn recv_kill_resume_soak_with_resets() {
+    let base = base_seed();
+    let trials: u64 = std::env::var("FERRY_SOAK_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20);
+    eprintln!("recv soak: base seed {base} (rerun with FERRY_SOAK_SEED={base}), {trials} trials");
+    let src_dir = tempfile::tempdir().unwrap();
+    let src = src_dir.path().join("shared.bin");
+    let len = 40 * MIB + 12345;
+    write_random_file(&src, len, base).unwrap();
+    let mut sender = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["send", "-q", "--listen", "127.0.0.1:0"])
+        .arg(&src)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(sender.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let direct = ferry_p2p::ticket::Ticket::decode(line.trim()).expect("a ticket");
+    let proxy = FaultProxy::start_blocking(
+        std::net::SocketAddr::new(direct.addrs[0], direct.port),
+        ProxyFaults {
+            raw_tcp: true,
+            reset_after: Some((2 * MIB, 8 * MIB)),
+            ..Default::default()
+        },
+    );
+    // The same ticket, pointing at the proxy.
+    let ticket = ferry_p2p::ticket::Ticket {
+        addrs: vec![proxy.addr().ip()],
+        port: proxy.addr().port(),
+        ..direct
+    }
+    .encode();
+    let started = Instant::now();
+    let down0 = proxy.bytes_down();
+    for t in 0..trials {
+        let seed = Rng(base ^ (t + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)).next();
+        let mut rng = Rng(seed);
+        let out = tempfile::tempdir().unwrap();
+        let x = rng.range(1, 8).to_string();
+        let recv = || {
+            Command::new(env!("CARGO_BIN_EXE_ferry"))
+                .args(["recv", "-q", "-x", &x, "-d"])
+                .arg(out.path())
+                .arg(&ticket)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        };
+        let context = format!("recv trial {t} (seed {seed}, -x {x}; base seed {base})");
+        let mut completed = false;
+        for _ in 0..if rng.chance(1, 3) { 2 } else { 1 } {
+            let at = proxy.bytes_down() + rng.range(MIB, len);
+            let mut child = recv();
+            let deadline = Instant::now() + RUN_DEADLINE;
+            loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    assert!(status.success(), "{context}: a run failed before its kill");
+                    completed = true;
+                    break;
+                }
+                if proxy.bytes_down() >= at {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{context}: a run hung");
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if completed {
+                break;
+            }
+        }
+        if !completed {
+            let o = recv().wait_with_output().unwrap();
+            assert!(
+                o.status.success(),
+                "{context}: the final run failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(
+            files_equal(&src, &out.path().join("shared.bin")),
+            "{context}: the received file differs"
+        );
+    }
+    let _ = sender.kill();
+    let _ = sender.wait();
+    let fetched = proxy.bytes_down() - down0;
+    eprintln!(
+        "recv soak: {trials} trials in {:.1?}, {} resets; {:.1} MiB through the proxy for {:.1} MiB \
+         of results (+{:.1} %, TLS framing included)",
+        started.elapsed(),
+        proxy.resets(),
+        fetched as f64 / MIB as f64,
+        (len * trials) as f64 / MIB as f64,
+        (fetched as f64 / (len * trials) as f64 - 1.0) * 100.0
+    );
+}

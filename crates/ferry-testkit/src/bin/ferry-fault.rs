@@ -55,6 +55,9 @@ struct ProxyArgs {
     /// Per connection, reset after a random number of upstream (upload) bytes in [LO, HI].
     #[arg(long, value_name = "LO-HI", value_parser = parse_range)]
     reset_after_up: Option<(u64, u64)>,
+    /// Pass bytes through without parsing HTTP (for TLS upstreams such as `ferry send`).
+    #[arg(long)]
+    raw_tcp: bool,
     /// Per connection, stop forwarding after N downstream bytes (sockets stay open).
     #[arg(long, value_name = "N", value_parser = parse_size)]
     stall_after: Option<u64>,
@@ -191,6 +194,7 @@ async fn run_proxy(a: ProxyArgs) -> Result<(), String> {
     let faults = ProxyFaults {
         reset_after: a.reset_after,
         reset_after_up: a.reset_after_up,
+        raw_tcp: a.raw_tcp,
         stall_after: a.stall_after,
         stall_first_n: a.stall_first,
         fail_first: a.fail_first,
