@@ -30,6 +30,17 @@ impl Algorithm {
         }
     }
 
+    /// The name in tus's `Upload-Checksum` and `Tus-Checksum-Algorithm` (no dash: `sha256`).
+    pub fn tus_name(self) -> &'static str {
+        match self {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+            Algorithm::Sha1 => "sha1",
+            Algorithm::Md5 => "md5",
+            Algorithm::Blake3 => "blake3",
+        }
+    }
+
     /// Digest length in bytes.
     pub fn digest_len(self) -> usize {
         match self {
@@ -142,7 +153,8 @@ pub fn parse_legacy_digest(value: &str) -> Vec<Expected> {
         .collect()
 }
 
-enum Hasher {
+/// An incremental digest in any of the [`Algorithm`]s (whole-file checks, tus chunk checksums).
+pub enum Hasher {
     Sha256(sha2::Sha256),
     Sha512(sha2::Sha512),
     Sha1(sha1::Sha1),
@@ -151,7 +163,7 @@ enum Hasher {
 }
 
 impl Hasher {
-    fn new(algo: Algorithm) -> Hasher {
+    pub fn new(algo: Algorithm) -> Hasher {
         match algo {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
             Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
@@ -161,7 +173,7 @@ impl Hasher {
         }
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
             Hasher::Sha512(h) => h.update(data),
@@ -173,7 +185,7 @@ impl Hasher {
         }
     }
 
-    fn finish(self) -> Vec<u8> {
+    pub fn finish(self) -> Vec<u8> {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),
             Hasher::Sha512(h) => h.finalize().to_vec(),

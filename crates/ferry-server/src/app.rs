@@ -151,7 +151,8 @@ impl Server {
         }))
     }
 
-    /// Serves on `listener` until `shutdown` resolves, expiring old uploads in the background.
+    /// Serves on `listener` until `shutdown` resolves (then waits up to 5 s for requests in
+    /// flight), expiring old uploads in the background.
     pub async fn run(
         self,
         listener: tokio::net::TcpListener,
@@ -171,9 +172,24 @@ impl Server {
             }
         });
         let app = method_override(self.router());
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        // Requests in flight get a few seconds to finish; a long upload is then cut off (the
+        // bytes it wrote are kept and its client resumes from them).
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(());
+        };
+        let grace = async {
+            if stopping_rx.await.is_ok() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let result = tokio::select! {
+            r = axum::serve(listener, app).with_graceful_shutdown(signal) => r,
+            _ = grace => Ok(()),
+        };
         expiry.abort();
         result
     }

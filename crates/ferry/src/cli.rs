@@ -323,3 +323,15 @@ pub struct StatusArgs {
     /// A file being downloaded (its name, its .part or its .ferry), or a directory.
     pub path: PathBuf,
 }
+
+/// `-H 'Name: value'` arguments as (name, value) pairs.
+pub fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, String> {
+    raw.iter()
+        .map(|h| {
+            let (name, value) = h
+                .split_once(':')
+                .ok_or_else(|| format!("invalid header {h:?}: use 'Name: value'"))?;
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        })
+        .collect()
+}

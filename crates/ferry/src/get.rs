@@ -29,7 +29,7 @@ pub async fn run(args: GetArgs) -> u8 {
         }
     };
     let cancel = CancellationToken::new();
-    tokio::spawn(watch_signals(cancel.clone()));
+    tokio::spawn(crate::signals::cancel_on_stop(cancel.clone()));
 
     let jobs = args.jobs.max(1);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(jobs));
@@ -74,24 +74,6 @@ pub async fn run(args: GetArgs) -> u8 {
     if failed { exit::FAILED } else { exit::OK }
 }
 
-/// Ctrl-C or SIGTERM: cancel every download; they save their journals and stop.
-pub(crate) async fn watch_signals(cancel: CancellationToken) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let term_fut = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
-            }
-            None => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term_fut => {}
-    }
-    cancel.cancel();
-}
-
 /// Validates the arguments and builds one `Download` per file.
 fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, String> {
     let connections = match args.connections.as_str() {
@@ -121,13 +103,7 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
     if !positive(args.read_timeout) || !positive(args.connect_timeout) {
         return Err("timeouts must be positive numbers of seconds".into());
     }
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("invalid header {h:?}: use 'Name: value'"))?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
+    let headers = crate::cli::parse_headers(&args.headers)?;
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut jobs = Vec::new();

@@ -8,6 +8,7 @@ mod put;
 mod recv;
 mod send;
 mod serve;
+mod signals;
 mod status;
 
 use clap::Parser;

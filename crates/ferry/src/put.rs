@@ -28,7 +28,7 @@ pub async fn run(args: PutArgs) -> u8 {
         }
     };
     let cancel = CancellationToken::new();
-    tokio::spawn(crate::get::watch_signals(cancel.clone()));
+    tokio::spawn(crate::signals::cancel_on_stop(cancel.clone()));
     let mut failed = false;
     for (i, (name, builder)) in uploads.into_iter().enumerate() {
         if cancel.is_cancelled() {
@@ -92,13 +92,7 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
                 .ok_or_else(|| format!("invalid --limit-rate {r:?}: use e.g. 500K, 20M"))
         })
         .transpose()?;
-    let mut headers = Vec::new();
-    for h in &args.headers {
-        let (name, value) = h
-            .split_once(':')
-            .ok_or_else(|| format!("invalid header {h:?}: use 'Name: value'"))?;
-        headers.push((name.trim().to_string(), value.trim().to_string()));
-    }
+    let headers = crate::cli::parse_headers(&args.headers)?;
 
     let mut jobs = Vec::new();
     for p in paths {

@@ -26,7 +26,7 @@ pub async fn run(args: RecvArgs) -> u8 {
         return exit::USAGE;
     }
     let cancel = CancellationToken::new();
-    tokio::spawn(crate::get::watch_signals(cancel.clone()));
+    tokio::spawn(crate::signals::cancel_on_stop(cancel.clone()));
     let mut receive = Receive::new(tickets, &args.dir);
     receive.connections = args.connections;
     receive.retry = RetryPolicy::default();

@@ -76,15 +76,7 @@ pub async fn run(args: SendArgs) -> u8 {
             "ferry send: on the other machine run: ferry recv <the ticket above>  (Ctrl-C here stops)"
         );
     }
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    };
-    let served = sender.serve(shutdown).await;
+    let served = sender.serve(crate::signals::stop_requested()).await;
     if !quiet {
         eprintln!("ferry send: stopped after serving {served} bytes");
     }

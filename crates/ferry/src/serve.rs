@@ -44,12 +44,7 @@ pub async fn run(args: ServeArgs) -> u8 {
         eprintln!("ferry serve: e.g. curl -H 'Authorization: Bearer {token}' http://{addr}/files/");
     }
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        crate::signals::stop_requested().await;
         eprintln!("ferry serve: stopping; unfinished uploads resume when the server is back");
     };
     match server.run(listener, shutdown).await {

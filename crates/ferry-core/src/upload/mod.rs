@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::events::{Event, EventSink};
 use crate::limits::{RateLimiter, RetryPolicy};
 use crate::source::{ClientOptions, build_client};
+use crate::verify::Algorithm;
 use journal::{FileIdentity, Part, UploadJournal};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tus::{Capabilities, ChecksumAlgo, TusClient, TusFailure};
+use tus::{Capabilities, TusClient, TusFailure};
 use url::Url;
 
 /// Parts are at least this large: smaller files go over one connection.
@@ -187,7 +188,7 @@ struct Shared {
     display: String,
     tus: TusClient,
     caps: Capabilities,
-    algo: Option<ChecksumAlgo>,
+    algo: Option<Algorithm>,
     chunk: u64,
     journal: Mutex<UploadJournal>,
     journal_path: PathBuf,
@@ -477,7 +478,7 @@ impl Upload {
             secs,
             verified: shared
                 .algo
-                .map(|a| vec![a.name().to_string()])
+                .map(|a| vec![a.tus_name().to_string()])
                 .unwrap_or_default(),
         });
         Ok(UploadOutcome {
@@ -486,7 +487,7 @@ impl Upload {
             resumed,
             sent,
             secs,
-            checksum: shared.algo.map(ChecksumAlgo::name),
+            checksum: shared.algo.map(Algorithm::tus_name),
         })
     }
 }

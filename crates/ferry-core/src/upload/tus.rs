@@ -5,12 +5,12 @@
 
 use crate::limits::{RateLimiter, parse_retry_after};
 use crate::source::describe;
+use crate::verify::{Algorithm, Hasher};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Client, StatusCode};
-use sha2::Digest;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -37,14 +37,14 @@ impl Capabilities {
 
     /// The checksum algorithm to use: the strongest offered, the faster among equals
     /// (BLAKE3, SHA-512, SHA-256, SHA-1; MD5 only when it is the only one).
-    pub fn best_checksum(&self) -> Option<ChecksumAlgo> {
+    pub fn best_checksum(&self) -> Option<Algorithm> {
         let offered = |names: &[&str]| self.checksums.iter().any(|c| names.contains(&c.as_str()));
         [
-            (ChecksumAlgo::Blake3, &["blake3"][..]),
-            (ChecksumAlgo::Sha512, &["sha512", "sha-512"][..]),
-            (ChecksumAlgo::Sha256, &["sha256", "sha-256"][..]),
-            (ChecksumAlgo::Sha1, &["sha1", "sha-1"][..]),
-            (ChecksumAlgo::Md5, &["md5"][..]),
+            (Algorithm::Blake3, &["blake3"][..]),
+            (Algorithm::Sha512, &["sha512", "sha-512"][..]),
+            (Algorithm::Sha256, &["sha256", "sha-256"][..]),
+            (Algorithm::Sha1, &["sha1", "sha-1"][..]),
+            (Algorithm::Md5, &["md5"][..]),
         ]
         .into_iter()
         .find(|(_, names)| offered(names))
@@ -52,49 +52,9 @@ impl Capabilities {
     }
 }
 
-/// A checksum algorithm of the tus checksum extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChecksumAlgo {
-    Blake3,
-    Sha512,
-    Sha256,
-    Sha1,
-    Md5,
-}
-
-impl ChecksumAlgo {
-    pub fn name(self) -> &'static str {
-        match self {
-            ChecksumAlgo::Blake3 => "blake3",
-            ChecksumAlgo::Sha512 => "sha512",
-            ChecksumAlgo::Sha256 => "sha256",
-            ChecksumAlgo::Sha1 => "sha1",
-            ChecksumAlgo::Md5 => "md5",
-        }
-    }
-}
-
 /// Digest (base64) of `len` bytes of `path` from `start`, read in blocks.
-pub fn digest_range(
-    path: &Path,
-    start: u64,
-    len: u64,
-    algo: ChecksumAlgo,
-) -> std::io::Result<String> {
-    enum H {
-        B(Box<blake3::Hasher>),
-        S512(sha2::Sha512),
-        S256(sha2::Sha256),
-        S1(sha1::Sha1),
-        M(md5::Md5),
-    }
-    let mut h = match algo {
-        ChecksumAlgo::Blake3 => H::B(Box::default()),
-        ChecksumAlgo::Sha512 => H::S512(sha2::Sha512::new()),
-        ChecksumAlgo::Sha256 => H::S256(sha2::Sha256::new()),
-        ChecksumAlgo::Sha1 => H::S1(sha1::Sha1::new()),
-        ChecksumAlgo::Md5 => H::M(md5::Md5::new()),
-    };
+pub fn digest_range(path: &Path, start: u64, len: u64, algo: Algorithm) -> std::io::Result<String> {
+    let mut h = Hasher::new(algo);
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(start))?;
     let mut left = len;
@@ -102,25 +62,10 @@ pub fn digest_range(
     while left > 0 {
         let n = (buf.len() as u64).min(left) as usize;
         f.read_exact(&mut buf[..n])?;
-        match &mut h {
-            H::B(x) => {
-                x.update(&buf[..n]);
-            }
-            H::S512(x) => x.update(&buf[..n]),
-            H::S256(x) => x.update(&buf[..n]),
-            H::S1(x) => x.update(&buf[..n]),
-            H::M(x) => x.update(&buf[..n]),
-        }
+        h.update(&buf[..n]);
         left -= n as u64;
     }
-    let digest = match h {
-        H::B(x) => x.finalize().as_bytes().to_vec(),
-        H::S512(x) => x.finalize().to_vec(),
-        H::S256(x) => x.finalize().to_vec(),
-        H::S1(x) => x.finalize().to_vec(),
-        H::M(x) => x.finalize().to_vec(),
-    };
-    Ok(STANDARD.encode(digest))
+    Ok(STANDARD.encode(h.finish()))
 }
 
 /// How a tus request failed.
@@ -358,7 +303,7 @@ impl TusClient {
         file: &Path,
         file_offset: u64,
         len: u64,
-        checksum: Option<(ChecksumAlgo, String)>,
+        checksum: Option<(Algorithm, String)>,
         sent: Arc<AtomicU64>,
         limiter: Option<Arc<RateLimiter>>,
     ) -> Result<u64, TusFailure> {
@@ -379,7 +324,7 @@ impl TusClient {
         if let Some((algo, digest)) = checksum {
             req = req.header(
                 "Upload-Checksum",
-                HeaderValue::from_str(&format!("{} {digest}", algo.name())).expect("ascii"),
+                HeaderValue::from_str(&format!("{} {digest}", algo.tus_name())).expect("ascii"),
             );
         }
         let res = req.send().await.map_err(|e| network(url, &e))?;
@@ -480,16 +425,16 @@ mod tests {
         };
         assert_eq!(
             caps(&["sha1", "sha256", "md5"]).best_checksum(),
-            Some(ChecksumAlgo::Sha256)
+            Some(Algorithm::Sha256)
         );
         assert_eq!(
             caps(&["md5", "sha1"]).best_checksum(),
-            Some(ChecksumAlgo::Sha1)
+            Some(Algorithm::Sha1)
         );
-        assert_eq!(caps(&["md5"]).best_checksum(), Some(ChecksumAlgo::Md5));
+        assert_eq!(caps(&["md5"]).best_checksum(), Some(Algorithm::Md5));
         assert_eq!(
             caps(&["sha1", "blake3"]).best_checksum(),
-            Some(ChecksumAlgo::Blake3)
+            Some(Algorithm::Blake3)
         );
         assert_eq!(caps(&[]).best_checksum(), None);
     }
@@ -501,7 +446,7 @@ mod tests {
         std::fs::write(&f, b"xxhello worldyy").unwrap();
         // sha1("hello world") = 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed
         assert_eq!(
-            digest_range(&f, 2, 11, ChecksumAlgo::Sha1).unwrap(),
+            digest_range(&f, 2, 11, Algorithm::Sha1).unwrap(),
             "Kq5sNclPz7QV2+lfQIuc6R7oRu0="
         );
         assert_eq!(metadata(&[("filename", "a b")]), "filename YSBi");

@@ -3,7 +3,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use sha1::Digest;
+pub use ferry_core::verify::{Algorithm, Hasher};
 
 /// The tus protocol version this server speaks.
 pub const TUS_VERSION: &str = "1.0.0";
@@ -109,16 +109,6 @@ pub fn parse_concat(raw: &str) -> Result<Concat, BadHeader> {
     Ok(Concat::Final(ids))
 }
 
-/// A checksum algorithm of the checksum extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    Sha1,
-    Sha256,
-    Sha512,
-    Md5,
-    Blake3,
-}
-
 /// An `Upload-Checksum` header: the algorithm and the expected digest of the request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checksum {
@@ -143,23 +133,12 @@ pub fn parse_checksum(raw: &str) -> Result<Checksum, ChecksumError> {
             "expected 'ALGORITHM BASE64', got {raw:?}"
         )));
     };
-    let algorithm = match name.to_ascii_lowercase().as_str() {
-        "sha1" | "sha-1" => Algorithm::Sha1,
-        "sha256" | "sha-256" => Algorithm::Sha256,
-        "sha512" | "sha-512" => Algorithm::Sha512,
-        "md5" => Algorithm::Md5,
-        "blake3" => Algorithm::Blake3,
-        _ => return Err(ChecksumError::Unsupported(name.to_owned())),
-    };
+    let algorithm =
+        Algorithm::parse(name).ok_or_else(|| ChecksumError::Unsupported(name.to_owned()))?;
     let expected = STANDARD
         .decode(b64)
         .map_err(|_| ChecksumError::Malformed(format!("{b64:?} is not base64")))?;
-    let want = match algorithm {
-        Algorithm::Sha1 => 20,
-        Algorithm::Sha256 | Algorithm::Blake3 => 32,
-        Algorithm::Sha512 => 64,
-        Algorithm::Md5 => 16,
-    };
+    let want = algorithm.digest_len();
     if expected.len() != want {
         return Err(ChecksumError::Malformed(format!(
             "a {name} digest has {want} bytes, got {}",
@@ -170,49 +149,6 @@ pub fn parse_checksum(raw: &str) -> Result<Checksum, ChecksumError> {
         algorithm,
         expected,
     })
-}
-
-/// Incremental hash of a request body.
-pub enum Hasher {
-    Sha1(sha1::Sha1),
-    Sha256(sha2::Sha256),
-    Sha512(sha2::Sha512),
-    Md5(md5::Md5),
-    Blake3(Box<blake3::Hasher>),
-}
-
-impl Hasher {
-    pub fn new(algorithm: Algorithm) -> Hasher {
-        match algorithm {
-            Algorithm::Sha1 => Hasher::Sha1(sha1::Sha1::new()),
-            Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
-            Algorithm::Sha512 => Hasher::Sha512(sha2::Sha512::new()),
-            Algorithm::Md5 => Hasher::Md5(md5::Md5::new()),
-            Algorithm::Blake3 => Hasher::Blake3(Box::default()),
-        }
-    }
-
-    pub fn update(&mut self, data: &[u8]) {
-        match self {
-            Hasher::Sha1(h) => h.update(data),
-            Hasher::Sha256(h) => h.update(data),
-            Hasher::Sha512(h) => h.update(data),
-            Hasher::Md5(h) => h.update(data),
-            Hasher::Blake3(h) => {
-                h.update(data);
-            }
-        }
-    }
-
-    pub fn finish(self) -> Vec<u8> {
-        match self {
-            Hasher::Sha1(h) => h.finalize().to_vec(),
-            Hasher::Sha256(h) => h.finalize().to_vec(),
-            Hasher::Sha512(h) => h.finalize().to_vec(),
-            Hasher::Md5(h) => h.finalize().to_vec(),
-            Hasher::Blake3(h) => h.finalize().as_bytes().to_vec(),
-        }
-    }
 }
 
 #[cfg(test)]
