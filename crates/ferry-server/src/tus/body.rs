@@ -152,7 +152,46 @@ where
     .unwrap_or(false)
 }
 
-/// The blocking half: batches frames into large writes, hashes them, syncs at the end.
+/// Bytes written between two background syncs.
+const WRITEBACK_EVERY: u64 = 32 << 20;
+
+/// Keeps the disk busy while an upload streams in: every [`WRITEBACK_EVERY`] bytes a
+/// background thread fdatasyncs the file (one at a time; the writer never waits for it), so the
+/// sync before a finished upload lands finds little left to write and dirty pages stay few.
+struct Writeback {
+    file: Option<std::fs::File>,
+    since: u64,
+    running: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writeback {
+    fn new(file: &std::fs::File) -> Writeback {
+        Writeback {
+            file: file.try_clone().ok(),
+            since: 0,
+            running: None,
+        }
+    }
+
+    fn wrote(&mut self, n: u64) {
+        self.since += n;
+        if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|t| !t.is_finished())
+        {
+            return;
+        }
+        if let Some(f) = self.file.as_ref().and_then(|f| f.try_clone().ok()) {
+            self.since = 0;
+            self.running = std::thread::Builder::new()
+                .name("ferry-writeback".into())
+                .spawn(move || {
+                    let _ = f.sync_data();
+                })
+                .ok();
+        }
+    }
+}
+
+/// The blocking half: batches frames into large writes and hashes them.
 fn writer(
     path: PathBuf,
     offset: u64,
@@ -163,6 +202,7 @@ fn writer(
     let result = (|| -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).open(&path)?;
         file.seek(SeekFrom::Start(offset))?;
+        let mut writeback = Writeback::new(&file);
         let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
         let mut flush = |buf: &mut Vec<u8>, written: &mut u64| -> io::Result<()> {
             if buf.is_empty() {
@@ -175,6 +215,7 @@ fn writer(
                 h.update(buf);
             }
             *written += buf.len() as u64;
+            writeback.wrote(buf.len() as u64);
             buf.clear();
             Ok(())
         };
