@@ -29,6 +29,9 @@
 #   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
 #   FERRY_NODE   node binary (default: node from PATH)
 #   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
+#   STORE_DIR    where both servers store uploads (default: inside the temp dir, on disk). A tmpfs
+#                (e.g. STORE_DIR=/dev/shm) takes the disk's writeback out of the comparison: the
+#                disk of a shared VM is the largest source of run-to-run spread here
 #   (ferry put's resume journals go to $T/ferry-data via FERRY_DATA_DIR, emptied before each run)
 #   BENCH_EMBEDDED=1  print only the report body (no title or machine lines): bench/run puts it
 #                under its "Uploads" heading
@@ -95,7 +98,13 @@ if [ -z "${NO_BUILD:-}" ]; then
 fi
 
 bench_tmpdir
-mkdir -p "$T/bin" "$T/ferry-root" "$T/tus-root"
+mkdir -p "$T/bin"
+STORE=${STORE_DIR:-$T}
+if [ -n "${STORE_DIR:-}" ]; then
+    STORE=$(mktemp -d "$STORE_DIR/ferry-bench-store.XXXXXX")
+    trap 'rm -rf "$STORE"; bench_cleanup' EXIT
+fi
+mkdir -p "$STORE/ferry-root" "$STORE/tus-root"
 # ferry put's resume journals: never the user's data directory.
 export FERRY_DATA_DIR="$T/ferry-data"
 # A copy: another engineer's build must not swap the binary in the middle of the run.
@@ -131,7 +140,7 @@ start_ferry() {
     local port
     for _ in 1 2 3; do
         port=$(bench_free_port)
-        "$FERRY" serve "$T/ferry-root" --listen "127.0.0.1:$port" --token "$TOKEN" \
+        "$FERRY" serve "$STORE/ferry-root" --listen "127.0.0.1:$port" --token "$TOKEN" \
             </dev/null >"$T/ferry-serve.out" 2>"$T/ferry-serve.err" &
         FERRY_PID=$!
         BENCH_PIDS+=("$FERRY_PID")
@@ -148,7 +157,7 @@ start_ferry() {
 TUS_PID=
 TUS_URL=
 start_tus_server() {
-    "$NODE" "$PEERS/tus-server.mjs" "$T/tus-root" </dev/null >"$T/tus-server.out" 2>"$T/tus-server.err" &
+    "$NODE" "$PEERS/tus-server.mjs" "$STORE/tus-root" </dev/null >"$T/tus-server.out" 2>"$T/tus-server.err" &
     TUS_PID=$!
     BENCH_PIDS+=("$TUS_PID")
     local deadline=$((SECONDS + 30))
@@ -215,11 +224,11 @@ CUR_NAME=
 # @tus/server's FileStore at DIR/<upload id>, the last segment of the URL the client printed.
 stored_file() {
     if [ "${SERVER[$CUR_TOOL]}" = ferry ]; then
-        echo "$T/ferry-root/$CUR_NAME"
+        echo "$STORE/ferry-root/$CUR_NAME"
     else
         local url
         url=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$T/logs/$CASE.$CUR_TOOL.$CUR_RUN.log" | tail -1)
-        [ -z "$url" ] || echo "$T/tus-root/${url##*/}"
+        [ -z "$url" ] || echo "$STORE/tus-root/${url##*/}"
     fi
 }
 verify_upload() {
@@ -354,7 +363,7 @@ report() {
         echo "- ferry: $FERRY_VERSION (git $GIT_REV)"
     fi
     echo "- clients: \`ferry put\` ($FERRY_VERSION, git $GIT_REV; a fresh upload every run, its resume journals in an emptied temp dir) and tus-js-client $TUS_JS_VERSION on Node $("$NODE" --version) (\`tests/peers/node/upload.mjs\`: the file as an fs.ReadStream, no retries)"
-    echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing under $(df -T /tmp | awk 'NR==2 {print $2}') in /tmp"
+    echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing on $(df -T "$STORE" | awk 'NR==2 {print $2}') ($STORE)"
     echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved (each run starts one row later), median shown; every stored file compared with cmp, then deleted"
     echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $UPLOADS uploads; highest 1-minute load average $LOAD_MAX"
     echo

@@ -6,17 +6,17 @@
 use super::headers::Hasher;
 use axum::body::Body;
 use bytes::Bytes;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::fs::OpenOptions;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Bytes gathered before one write system call.
-const WRITE_BUFFER: usize = 1 << 20;
-/// Body frames queued between the socket reader and the disk writer.
-const QUEUE_FRAMES: usize = 64;
+/// Most bytes gathered into one batch (one write system call, one wake-up of the writer).
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued between the socket reader and the disk writer.
+const QUEUE_BATCHES: usize = 8;
 
 /// How reading the body ended.
 #[derive(Debug)]
@@ -59,23 +59,44 @@ pub async fn write_body(
     hasher: Option<Hasher>,
     idle: Duration,
 ) -> BodyOutcome {
-    let (tx, rx) = mpsc::channel::<Bytes>(QUEUE_FRAMES);
+    let (tx, rx) = mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
     let writer = tokio::task::spawn_blocking(move || writer(path, offset, rx, hasher));
     let mut stream = body.into_data_stream();
     let mut taken: u64 = 0;
     let mut end = BodyEnd::Complete;
+    // Frames are handed to the writer in batches: as many as arrived without waiting (up to
+    // BATCH_BYTES). A fast sender costs one wake-up per MiB, and a slow one still sees every
+    // frame reach the file at once (nothing waits in memory for the next frame).
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch_len = 0usize;
+    let mut writer_failed = false;
     loop {
-        let next = match tokio::time::timeout(idle, stream.next()).await {
-            Err(_) => {
-                end = BodyEnd::Idle;
-                break;
+        let next = match stream.next().now_or_never() {
+            Some(ready) => ready,
+            None => {
+                if !batch.is_empty() {
+                    batch_len = 0;
+                    if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                        writer_failed = true;
+                        break;
+                    }
+                }
+                match tokio::time::timeout(idle, stream.next()).await {
+                    Err(_) => {
+                        end = BodyEnd::Idle;
+                        break;
+                    }
+                    Ok(next) => next,
+                }
             }
-            Ok(None) => break,
-            Ok(Some(Err(e))) => {
+        };
+        let next = match next {
+            None => break,
+            Some(Err(e)) => {
                 end = BodyEnd::ClientGone(e.to_string());
                 break;
             }
-            Ok(Some(Ok(frame))) => frame,
+            Some(Ok(frame)) => frame,
         };
         let room = limit - taken;
         let (frame, overflow) = if next.len() as u64 > room {
@@ -84,13 +105,24 @@ pub async fn write_body(
             (next, false)
         };
         taken += frame.len() as u64;
-        if !frame.is_empty() && tx.send(frame).await.is_err() {
-            break; // the writer failed; its error is reported below
+        if !frame.is_empty() {
+            batch_len += frame.len();
+            batch.push(frame);
+        }
+        if batch_len >= BATCH_BYTES {
+            batch_len = 0;
+            if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                writer_failed = true;
+                break;
+            }
         }
         if overflow {
             end = BodyEnd::Overflow;
             break;
         }
+    }
+    if !batch.is_empty() && !writer_failed {
+        let _ = tx.send(batch).await;
     }
     drop(tx);
     if !matches!(
@@ -195,7 +227,7 @@ impl Writeback {
 fn writer(
     path: PathBuf,
     offset: u64,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
     mut hasher: Option<Hasher>,
 ) -> (u64, Option<Vec<u8>>, Option<io::Error>) {
     let mut written = 0u64;
@@ -203,30 +235,50 @@ fn writer(
         let mut file = OpenOptions::new().write(true).open(&path)?;
         file.seek(SeekFrom::Start(offset))?;
         let mut writeback = Writeback::new(&file);
-        let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BUFFER);
-        let mut flush = |buf: &mut Vec<u8>, written: &mut u64| -> io::Result<()> {
-            if buf.is_empty() {
-                return Ok(());
-            }
-            // On a failed write the file keeps whatever part of `buf` reached it; the caller
-            // takes the file's length as the truth.
-            file.write_all(buf)?;
+        while let Some(batch) = rx.blocking_recv() {
+            // On a failed write the file keeps whatever part of the batch reached it; the
+            // caller takes the file's length as the truth.
+            write_all_vectored(&mut file, &batch)?;
+            let n: usize = batch.iter().map(Bytes::len).sum();
             if let Some(h) = hasher.as_mut() {
-                h.update(buf);
+                for frame in &batch {
+                    h.update(frame);
+                }
             }
-            *written += buf.len() as u64;
-            writeback.wrote(buf.len() as u64);
-            buf.clear();
-            Ok(())
-        };
-        while let Some(frame) = rx.blocking_recv() {
-            buf.extend_from_slice(&frame);
-            if buf.len() >= WRITE_BUFFER || rx.is_empty() {
-                flush(&mut buf, &mut written)?;
-            }
+            written += n as u64;
+            writeback.wrote(n as u64);
         }
-        flush(&mut buf, &mut written)
+        Ok(())
     })();
     let digest = hasher.map(Hasher::finish);
     (written, digest, result.err())
+}
+
+/// Writes every buffer, in order, with as few system calls as the kernel allows.
+fn write_all_vectored(file: &mut std::fs::File, mut bufs: &[Bytes]) -> io::Result<()> {
+    // Bytes of bufs[0] already written.
+    let mut skip = 0usize;
+    while !bufs.is_empty() {
+        let slices: Vec<io::IoSlice<'_>> = std::iter::once(&bufs[0][skip..])
+            .chain(bufs[1..].iter().map(|b| &b[..]))
+            .take(1024) // IOV_MAX
+            .map(io::IoSlice::new)
+            .collect();
+        let mut n = file.write_vectored(&slices)?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero));
+        }
+        while n > 0 {
+            let left = bufs[0].len() - skip;
+            if n >= left {
+                n -= left;
+                bufs = &bufs[1..];
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
