@@ -207,8 +207,7 @@ impl Writeback {
 
     fn wrote(&mut self, n: u64) {
         self.since += n;
-        if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|t| !t.is_finished())
-        {
+        if self.since < WRITEBACK_EVERY || self.running.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
         if let Some(f) = self.file.as_ref().and_then(|f| f.try_clone().ok()) {
