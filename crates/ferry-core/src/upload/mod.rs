@@ -581,6 +581,9 @@ impl Shared {
         let mut failures = 0u32;
         let mut recreated = 0;
         let mut url = self.url(i)?;
+        // The digest of the next chunk is computed while the current one is on the wire, so
+        // hashing never leaves the connection idle: (offset, length, digest task).
+        let mut ahead: Option<(u64, u64, tokio::task::JoinHandle<std::io::Result<String>>)> = None;
         while offset < len {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
@@ -588,13 +591,24 @@ impl Shared {
             let n = self.chunk.min(len - offset);
             let checksum = match self.algo {
                 Some(algo) => {
-                    let f = self.file.clone();
-                    let at = start + offset;
-                    let digest =
-                        tokio::task::spawn_blocking(move || tus::digest_range(&f, at, n, algo))
-                            .await
-                            .map_err(|e| Error::Setup(e.to_string()))?
-                            .map_err(|e| Error::io(&self.file, e))?;
+                    let task = match ahead.take() {
+                        Some((o, l, task)) if o == offset && l == n => task,
+                        other => {
+                            if let Some((_, _, stale)) = other {
+                                stale.abort();
+                            }
+                            self.digest_task(algo, start + offset, n)
+                        }
+                    };
+                    let digest = task
+                        .await
+                        .map_err(|e| Error::Setup(e.to_string()))?
+                        .map_err(|e| Error::io(&self.file, e))?;
+                    let next = offset + n;
+                    if next < len {
+                        let m = self.chunk.min(len - next);
+                        ahead = Some((next, m, self.digest_task(algo, start + next, m)));
+                    }
                     Some((algo, digest))
                 }
                 None => None,
@@ -686,6 +700,17 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// Hashes `n` bytes of the file from `at` on the blocking pool.
+    fn digest_task(
+        &self,
+        algo: Algorithm,
+        at: u64,
+        n: u64,
+    ) -> tokio::task::JoinHandle<std::io::Result<String>> {
+        let f = self.file.clone();
+        tokio::task::spawn_blocking(move || tus::digest_range(&f, at, n, algo))
     }
 
     /// Creates (or finds) the final upload that joins the parts. Returns its URL.
