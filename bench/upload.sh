@@ -29,6 +29,7 @@
 #   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
 #   FERRY_NODE   node binary (default: node from PATH)
 #   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
+#   UPLOAD_ROWS  which rows, e.g. "put-x4 ferry-p4" (default: all five)
 #   STORE_DIR    where both servers store uploads (default: inside the temp dir, on disk). A tmpfs
 #                (e.g. STORE_DIR=/dev/shm) takes the disk's writeback out of the comparison: the
 #                disk of a shared VM is the largest source of run-to-run spread here
@@ -182,7 +183,8 @@ start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
 # CLIENT: tus (tus-js-client) or put (ferry put). REF: the row whose client is ferry's side of the
 # comparison (ferry put against tus-js-client; ferry serve against @tus/server).
 UP="$NODE $PEERS/upload.mjs $SRC_FILE"
-ROWS=(put-x4 ferry-p4 put-x1 ferry-seq tus-node)
+# shellcheck disable=SC2206
+ROWS=(${UPLOAD_ROWS:-put-x4 ferry-p4 put-x1 ferry-seq tus-node})
 declare -A LABEL OPTS SERVER REF CLIENT
 LABEL[put-x4]='ferry put -x 4 → ferry serve'
 OPTS[put-x4]='-x 4'
