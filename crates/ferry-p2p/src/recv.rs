@@ -8,7 +8,7 @@ use crate::manifest::{EntryKind, Manifest, ManifestError};
 use crate::ticket::Ticket;
 use crate::tls;
 use ferry_core::source::CustomTls;
-use ferry_core::{Download, Error, Event, EventSink, Output, PieceHashes, RetryPolicy};
+use ferry_core::{Download, Error, EventSink, Output, PieceHashes, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +128,7 @@ impl Receive {
             }
         }
         let tls = self.tls();
+        // The same pinned configuration (and no proxy) as the engine's clients use.
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls.config.as_ref().clone())
             .no_proxy()
@@ -276,17 +277,4 @@ async fn reach(client: &reqwest::Client, t: &Ticket) -> Result<(Peer, Vec<u8>), 
         }
     }
     Err(errors.join(", "))
-}
-
-/// Reports nothing; for callers that want no events.
-pub fn quiet(_: usize) -> EventSink {
-    EventSink::default()
-}
-
-/// A warning event for a file (used by callers that print notes as events).
-pub fn warning(file: &str, message: &str) -> Event {
-    Event::Warning {
-        file: file.to_owned(),
-        message: message.to_owned(),
-    }
 }

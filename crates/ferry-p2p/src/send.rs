@@ -123,11 +123,6 @@ impl Sender {
         &self.ticket
     }
 
-    /// The socket address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Serves until `shutdown` resolves. Returns the body bytes served.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> u64 {
         let app = router(self.state.clone());
@@ -198,18 +193,7 @@ fn router(state: Arc<ShareState>) -> Router {
 
 /// Every request carries the ticket's token (`?token=HEX` or `Authorization: Bearer HEX`).
 async fn require_token(State(s): State<Arc<ShareState>>, req: Request, next: Next) -> Response {
-    let from_query = req.uri().query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("token="))
-            .map(str::to_owned)
-    });
-    let from_header = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_owned());
-    let given = from_query.or(from_header).unwrap_or_default();
+    let given = ferry_server::auth::request_token(&req).unwrap_or_default();
     let expected = hex::encode(s.token);
     // Compared through hashes, so the time taken says nothing about the token.
     if blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes()) {

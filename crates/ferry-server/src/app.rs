@@ -130,8 +130,8 @@ impl Server {
         });
         let site = Router::new()
             .route("/", get(index).head(index))
-            .route("/files", get(file_root).head(file_root))
-            .route("/files/", get(file_root).head(file_root))
+            .route("/files", get(index).head(index))
+            .route("/files/", get(index).head(index))
             .route("/files/{*path}", get(file).head(file))
             .route("/metrics", get(metrics))
             .with_state(files)
@@ -261,15 +261,8 @@ struct FilesState {
     uploads: Arc<Uploads>,
 }
 
+/// The served directory's root listing (`/`, `/files`, `/files/`).
 async fn index(State(s): State<Arc<FilesState>>, method: Method, headers: HeaderMap) -> Response {
-    crate::files::respond(&s.root, "", &method, &headers, &s.metrics, "/files/").await
-}
-
-async fn file_root(
-    State(s): State<Arc<FilesState>>,
-    method: Method,
-    headers: HeaderMap,
-) -> Response {
     crate::files::respond(&s.root, "", &method, &headers, &s.metrics, "/files/").await
 }
 

@@ -154,6 +154,11 @@ fn token_of(req: &Request) -> Option<(String, TokenFrom)> {
         })
 }
 
+/// The token a request carries (bearer header, `?token=`, or the cookie a `?token=` link set).
+pub fn request_token(req: &Request) -> Option<String> {
+    token_of(req).map(|(t, _)| t)
+}
+
 fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));

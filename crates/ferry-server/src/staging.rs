@@ -38,10 +38,6 @@ impl Staging {
         })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// The staged data file of upload `id`.
     pub fn data_path(&self, id: &str) -> PathBuf {
         self.dir.join(id)

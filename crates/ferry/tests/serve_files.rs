@@ -84,18 +84,30 @@ fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<Vec<u8>> {
     parts
 }
 
-#[test]
-fn curl_aria2c_and_ferry_get_download_byte_identical_files() {
+/// A served temp directory holding one random file, an empty output directory, and the server.
+struct Served {
+    tmp: tempfile::TempDir,
+    out: std::path::PathBuf,
+    src: std::path::PathBuf,
+    srv: FerryServe,
+}
+
+fn served(name: &str, len: u64, seed: u64, args: &[&str]) -> Served {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("served");
     let out = tmp.path().join("out");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::create_dir_all(&out).unwrap();
-    let len = 64 * MIB + 7;
-    let seed = 41;
-    let src = dir.join("big.bin");
+    let src = dir.join(name);
     write_random_file(&src, len, seed).unwrap();
-    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &dir, &["--public"]);
+    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &dir, args);
+    Served { tmp, out, src, srv }
+}
+
+#[test]
+fn curl_aria2c_and_ferry_get_download_byte_identical_files() {
+    let (len, seed) = (64 * MIB + 7, 41);
+    let Served { tmp, out, src, srv } = served("big.bin", len, seed, &["--public"]);
     let url = srv.url("/files/big.bin");
 
     if have("curl") {
@@ -176,16 +188,8 @@ fn curl_aria2c_and_ferry_get_download_byte_identical_files() {
 
 #[test]
 fn a_token_is_required_and_accepted_as_query_or_bearer() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("served");
-    let out = tmp.path().join("out");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&out).unwrap();
-    let len = 8 * MIB + 3;
-    let seed = 42;
-    let src = dir.join("f.bin");
-    write_random_file(&src, len, seed).unwrap();
-    let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &dir, &["--token", TOKEN]);
+    let (len, seed) = (8 * MIB + 3, 42);
+    let Served { tmp, out, src, srv } = served("f.bin", len, seed, &["--token", TOKEN]);
     let url = srv.url("/files/f.bin");
     let bearer = format!("Authorization: Bearer {TOKEN}");
 

@@ -104,6 +104,12 @@ impl Env {
             .unwrap()
     }
 
+    /// A PATCH that must be accepted (204).
+    async fn patch_ok(&self, token: &str, url: &str, offset: u64, body: &[u8]) {
+        let r = self.patch(token, url, offset, body).await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    }
+
     async fn head(&self, token: &str, url: &str) -> Response {
         self.req(token, Method::HEAD, url).send().await.unwrap()
     }
@@ -178,12 +184,12 @@ async fn text(r: Response) -> String {
 }
 
 fn sha1_b64(data: &[u8]) -> String {
-    use sha1_smol_like::digest;
+    use system_sha1::digest;
     STANDARD.encode(digest(data))
 }
 
 /// SHA-1 through the system's `sha1sum`, so the test does not trust the server's own hasher.
-mod sha1_smol_like {
+mod system_sha1 {
     pub fn digest(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
         use std::process::{Command, Stdio};
@@ -486,10 +492,7 @@ async fn creation_with_upload_deferred_length_and_method_override() {
     let r = env.head("", &url).await;
     assert_eq!(header(&r, "upload-defer-length"), "1");
     assert!(r.headers().get("upload-length").is_none());
-    assert_eq!(
-        env.patch("", &url, 0, b"hello ").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok("", &url, 0, b"hello ").await;
     let r = env
         .req("", Method::PATCH, &url)
         .header("Upload-Offset", "6")
@@ -543,10 +546,7 @@ async fn creation_with_upload_deferred_length_and_method_override() {
 async fn uploads_belong_to_their_user() {
     let env = Env::start(&[]);
     let url = env.create(ANN, Some(8), &[("filename", "ann.txt")]).await;
-    assert_eq!(
-        env.patch(ANN, &url, 0, b"ann-").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 0, b"ann-").await;
     // bob cannot see, write or delete ann's upload.
     assert_eq!(env.head(BOB, &url).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(
@@ -567,10 +567,7 @@ async fn uploads_belong_to_their_user() {
     assert_eq!(r.status(), StatusCode::CONFLICT);
     assert_eq!(header(&r, "location"), url);
     // ...and the same user resumes and finishes.
-    assert_eq!(
-        env.patch(ANN, &url, 4, b"done").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 4, b"done").await;
     assert_eq!(std::fs::read(env.dir.join("ann.txt")).unwrap(), b"ann-done");
     // A landed file belongs to ann: bob may not replace it even when asking.
     let r = env
@@ -590,10 +587,7 @@ async fn uploads_belong_to_their_user() {
             &[("filename", "ann.txt"), ("overwrite", "true")],
         )
         .await;
-    assert_eq!(
-        env.patch(ANN, &url, 0, b"new").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 0, b"new").await;
     assert_eq!(std::fs::read(env.dir.join("ann.txt")).unwrap(), b"new");
     // With overwrite, ann replaces her own unfinished upload to the same path.
     let old = env.create(ANN, Some(4), &[("filename", "x.txt")]).await;
@@ -630,10 +624,7 @@ async fn existing_files_are_not_overwritten_unless_asked() {
         b"someone else"
     );
     std::fs::remove_file(env.dir.join("late.txt")).unwrap();
-    assert_eq!(
-        env.patch(ANN, &url, 3, b"").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 3, b"").await;
     assert_eq!(std::fs::read(env.dir.join("late.txt")).unwrap(), b"new");
     // Single user: asking to overwrite a file not made by an upload is allowed.
     let url = env
@@ -643,10 +634,7 @@ async fn existing_files_are_not_overwritten_unless_asked() {
             &[("filename", "keep.txt"), ("overwrite", "true")],
         )
         .await;
-    assert_eq!(
-        env.patch(ANN, &url, 0, b"new").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 0, b"new").await;
     assert_eq!(std::fs::read(env.dir.join("keep.txt")).unwrap(), b"new");
 }
 
@@ -676,19 +664,13 @@ async fn paths_never_leave_the_directory() {
     let url = env
         .create("", Some(1), &[("filename", "../../etc/passwd")])
         .await;
-    assert_eq!(
-        env.patch("", &url, 0, b"x").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok("", &url, 0, b"x").await;
     assert_eq!(std::fs::read(env.dir.join("passwd")).unwrap(), b"x");
     // A relative path with folders creates them.
     let url = env
         .create("", Some(2), &[("path", "photos/2026/a.jpg")])
         .await;
-    assert_eq!(
-        env.patch("", &url, 0, b"ok").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok("", &url, 0, b"ok").await;
     assert_eq!(
         std::fs::read(env.dir.join("photos/2026/a.jpg")).unwrap(),
         b"ok"
@@ -717,10 +699,7 @@ async fn a_client_that_disconnects_mid_patch_keeps_every_byte() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(offset, sent as u64);
-    assert_eq!(
-        env.patch(ANN, &url, offset, &data[sent..]).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, offset, &data[sent..]).await;
     assert!(std::fs::read(env.dir.join("cut.bin")).unwrap() == data);
 }
 
@@ -763,10 +742,7 @@ async fn kill_9_and_restart_resumes_every_upload() {
         .create(ANN, Some(data.len() as u64), &[("filename", "a.bin")])
         .await;
     let b = env.create(BOB, None, &[("path", "dir/b.bin")]).await;
-    assert_eq!(
-        env.patch(BOB, &b, 0, &data[..MIB]).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(BOB, &b, 0, &data[..MIB]).await;
     // ann is mid-PATCH when the server is killed: the bytes that reached the disk survive.
     let sent = 3 * MIB + 4321;
     let _conn = raw_patch(&env, ANN, &a, 0, data.len(), &data[..sent]);
@@ -781,12 +757,7 @@ async fn kill_9_and_restart_resumes_every_upload() {
         StatusCode::FORBIDDEN,
         "ownership survives"
     );
-    assert_eq!(
-        env.patch(ANN, &a, sent as u64, &data[sent..])
-            .await
-            .status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &a, sent as u64, &data[sent..]).await;
     let r = env
         .req(BOB, Method::PATCH, &b)
         .header("Upload-Offset", MIB.to_string())
@@ -817,10 +788,7 @@ async fn kill_9_and_restart_resumes_every_upload() {
     env.srv.restart();
     env.client = reqwest::Client::new(); // the pooled connections died with the server
     assert_eq!(env.offset(ANN, &c).await, 0);
-    assert_eq!(
-        env.patch(ANN, &c, 0, &data).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &c, 0, &data).await;
     assert!(std::fs::read(env.dir.join("c.bin")).unwrap() == data);
 }
 
@@ -830,10 +798,7 @@ async fn unfinished_uploads_expire_and_are_cleaned_up() {
     let url = env
         .create(ANN, Some(100), &[("filename", "gone.bin")])
         .await;
-    assert_eq!(
-        env.patch(ANN, &url, 0, &[1u8; 10]).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 0, &[1u8; 10]).await;
     assert!(env.staged_len(&url).is_some());
     let mut status = StatusCode::OK;
     for _ in 0..300 {
@@ -855,20 +820,14 @@ async fn unfinished_uploads_expire_and_are_cleaned_up() {
     assert!(env.metric("ferry_uploads_failed_total").await >= 1);
     // The target is free again.
     let again = env.create(BOB, Some(1), &[("filename", "gone.bin")]).await;
-    assert_eq!(
-        env.patch(BOB, &again, 0, b"z").await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(BOB, &again, 0, b"z").await;
 }
 
 #[tokio::test]
 async fn termination() {
     let env = Env::start(&[]);
     let url = env.create(ANN, Some(100), &[("filename", "t.bin")]).await;
-    assert_eq!(
-        env.patch(ANN, &url, 0, &[1u8; 10]).await.status(),
-        StatusCode::NO_CONTENT
-    );
+    env.patch_ok(ANN, &url, 0, &[1u8; 10]).await;
     let r = env.req(ANN, Method::DELETE, &url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert!(env.staged_len(&url).is_none());

@@ -190,6 +190,8 @@ struct Shared {
     caps: Capabilities,
     algo: Option<Algorithm>,
     chunk: u64,
+    /// `Upload-Metadata` of the upload (or of the final upload joining the parts).
+    metadata: String,
     journal: Mutex<UploadJournal>,
     journal_path: PathBuf,
     progress: Vec<PartProgress>,
@@ -415,6 +417,7 @@ impl Upload {
             caps,
             tus,
             chunk,
+            metadata: metadata.clone(),
             journal: Mutex::new(journal),
             journal_path: journal_path.clone(),
             progress,
@@ -464,7 +467,7 @@ impl Upload {
         result?;
 
         let url = if parts.len() > 1 {
-            shared.finish_concatenation(&metadata, size).await?
+            shared.finish_concatenation(size).await?
         } else {
             parts[0].url.clone()
         };
@@ -544,14 +547,9 @@ impl Shared {
             message: "the server no longer has this upload; starting it again".into(),
         });
         let (url, _) = if n == 1 {
-            let remote = self.journal.lock().expect("journal lock").remote.clone();
-            let up = Upload {
-                cfg: self.cfg.clone(),
-                endpoint: self.tus.endpoint.clone(),
-            };
-            let meta = up.metadata(&remote);
             retrying(&self.cfg, &self.display, &self.cancel, || {
-                self.tus.create(Some(end - start), &meta, None, None)
+                self.tus
+                    .create(Some(end - start), &self.metadata, None, None)
             })
             .await?
         } else {
@@ -714,7 +712,7 @@ impl Shared {
     }
 
     /// Creates (or finds) the final upload that joins the parts. Returns its URL.
-    async fn finish_concatenation(&self, metadata: &str, size: u64) -> Result<String, Error> {
+    async fn finish_concatenation(&self, size: u64) -> Result<String, Error> {
         let existing = self.journal.lock().expect("journal lock").final_url.clone();
         if let Some(f) = existing
             && let Ok(u) = Url::parse(&f)
@@ -730,7 +728,7 @@ impl Shared {
         };
         let concat = format!("final;{}", urls.join(" "));
         let (url, _) = retrying(&self.cfg, &self.display, &self.cancel, || {
-            self.tus.create(None, metadata, Some(&concat), None)
+            self.tus.create(None, &self.metadata, Some(&concat), None)
         })
         .await?;
         let snapshot = {

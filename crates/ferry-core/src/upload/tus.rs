@@ -82,16 +82,6 @@ pub enum TusFailure {
     Fatal { status: Option<u16>, detail: String },
 }
 
-impl TusFailure {
-    pub fn detail(&self) -> &str {
-        match self {
-            TusFailure::Transient { detail, .. }
-            | TusFailure::Gone { detail }
-            | TusFailure::Fatal { detail, .. } => detail,
-        }
-    }
-}
-
 /// A tus endpoint and the headers every request carries.
 #[derive(Debug, Clone)]
 pub struct TusClient {
