@@ -4,6 +4,7 @@
 use crate::auth::{self, Auth};
 use crate::metrics::Metrics;
 use crate::safepath::STATE_DIR;
+use crate::socket::ConnSocket;
 use crate::staging::Staging;
 use crate::store::redb::RedbStore;
 use crate::store::{Store, StoreError};
@@ -195,8 +196,11 @@ impl Server {
     }
 }
 
-/// Applies `X-HTTP-Method-Override` (for clients that can only send GET and POST) before routing.
-fn method_override(router: Router) -> axum::routing::IntoMakeService<Router> {
+/// Applies `X-HTTP-Method-Override` (for clients that can only send GET and POST) before routing;
+/// every request carries its connection's socket ([`ConnSocket`]).
+fn method_override(
+    router: Router,
+) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, ConnSocket> {
     let overridden = Router::new().fallback_service(tower::ServiceExt::<Request>::map_request(
         router,
         |mut req: Request| {
@@ -209,7 +213,7 @@ fn method_override(router: Router) -> axum::routing::IntoMakeService<Router> {
             req
         },
     ));
-    overridden.into_make_service()
+    overridden.into_make_service_with_connect_info::<ConnSocket>()
 }
 
 /// Headers a browser script may read from our responses.

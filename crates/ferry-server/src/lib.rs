@@ -12,6 +12,7 @@ pub mod http_range;
 pub mod listing;
 pub mod metrics;
 pub mod safepath;
+pub mod socket;
 pub mod staging;
 pub mod store;
 pub mod tus;

@@ -680,12 +680,17 @@ async fn paths_never_leave_the_directory() {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_patch_keeps_every_byte() {
     let env = Env::start(&[]);
-    let data = random_bytes(4 * MIB, 11);
+    // A body this long makes the server raise the socket's receive low-water mark; when the
+    // client pauses, the bytes below the mark that already arrived must still reach the file.
+    let data = random_bytes(16 * MIB, 11);
     let url = env
         .create(ANN, Some(data.len() as u64), &[("filename", "cut.bin")])
         .await;
-    let sent = 1_234_567;
-    let s = raw_patch(&env, ANN, &url, 0, data.len(), &data[..sent]);
+    let (first, sent) = (1_000_000, 1_234_567);
+    let mut s = raw_patch(&env, ANN, &url, 0, data.len(), &data[..first]);
+    wait_staged(&env, &url, first as u64);
+    // Less than the low-water mark, sent to a server that is already waiting for more.
+    s.write_all(&data[first..sent]).unwrap();
     wait_staged(&env, &url, sent as u64);
     drop(s); // the client goes away mid-body
     // The lock is released once the server notices; the offset is every byte that arrived.

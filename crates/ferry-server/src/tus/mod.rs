@@ -8,6 +8,7 @@ pub mod headers;
 
 use crate::auth::User;
 use crate::metrics::Metrics;
+use crate::socket::{ConnSocket, RequestSocket};
 use crate::staging::{LandError, Staging};
 use crate::store::{Created, Kind, Phase, Store, StoreError, UploadLock, UploadRecord};
 use axum::Router;
@@ -17,7 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use body::{BodyEnd, write_body};
+use body::{BodyEnd, BodySource, write_body};
 use headers::{
     CHECKSUM_ALGORITHMS, ChecksumError, Concat, EXTENSIONS, Hasher, OFFSET_OCTET_STREAM,
     TUS_VERSION,
@@ -203,13 +204,14 @@ async fn upload(
     axum::Extension(user): axum::Extension<User>,
     Path(id): Path<String>,
     method: Method,
+    RequestSocket(socket): RequestSocket,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut body = Some(body);
     let result = match method {
         Method::HEAD => head(&u, &user, &id).await,
-        Method::PATCH => patch(&u, &user, &id, &headers, &mut body).await,
+        Method::PATCH => patch(&u, &user, &id, &headers, &mut body, socket).await,
         Method::DELETE => terminate(&u, &user, &id).await,
         Method::OPTIONS => return options(State(u)).await,
         _ => Err(TusError::new(
@@ -438,6 +440,7 @@ async fn patch(
     id: &str,
     headers: &HeaderMap,
     body: &mut Option<Body>,
+    socket: Option<ConnSocket>,
 ) -> Result<Response, TusError> {
     check_content_type(headers, true)?;
     let claimed = header_str(headers, &UPLOAD_OFFSET)?
@@ -494,7 +497,7 @@ async fn patch(
             }
         }
     }
-    let new_offset = append(u, &mut rec, offset, headers, body).await?;
+    let new_offset = append(u, &mut rec, offset, headers, body, socket).await?;
     let expires = (rec.phase == Phase::Active).then_some(rec.expires);
     Ok(offset_response(StatusCode::NO_CONTENT, new_offset, expires))
 }
@@ -551,6 +554,7 @@ async fn append(
     offset: u64,
     headers: &HeaderMap,
     body: &mut Option<Body>,
+    socket: Option<ConnSocket>,
 ) -> Result<u64, TusError> {
     let checksum = match header_str(headers, &UPLOAD_CHECKSUM)? {
         None => None,
@@ -579,8 +583,10 @@ async fn append(
             .mark_unverified(&rec.id, offset)
             .map_err(|e| io_error("writing the upload", e))?;
     }
+    let length = header_str(headers, &header::CONTENT_LENGTH)?.and_then(|v| v.trim().parse().ok());
     let outcome = write_body(
         body.take().unwrap_or_default(),
+        BodySource { length, socket },
         u.staging.data_path(&rec.id),
         offset,
         room,
@@ -883,11 +889,12 @@ async fn may_overwrite(u: &Uploads, user: &User, target: &str) -> Result<bool, T
 async fn create(
     State(u): State<Arc<Uploads>>,
     axum::Extension(user): axum::Extension<User>,
+    RequestSocket(socket): RequestSocket,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let mut body = Some(body);
-    match create_upload(&u, &user, &headers, &mut body).await {
+    match create_upload(&u, &user, &headers, &mut body, socket).await {
         Ok(res) => res,
         Err(e) => drain_then(body, e).await,
     }
@@ -898,6 +905,7 @@ async fn create_upload(
     user: &User,
     headers: &HeaderMap,
     body: &mut Option<Body>,
+    socket: Option<ConnSocket>,
 ) -> Result<Response, TusError> {
     let concat = header_str(headers, &UPLOAD_CONCAT)?
         .map(headers::parse_concat)
@@ -1079,7 +1087,7 @@ async fn create_upload(
 
     let mut offset = None;
     if has_body {
-        offset = Some(append(u, &mut rec, 0, headers, body).await?);
+        offset = Some(append(u, &mut rec, 0, headers, body, socket).await?);
     } else if rec.length == Some(0) {
         complete(u, &mut rec).await?;
     }
