@@ -15,9 +15,19 @@
 #   ferry-seq   tus-js-client, one sequential upload (one PATCH)                     -> ferry serve
 #   tus-node    tus-js-client, one sequential upload (one PATCH)                     -> @tus/server
 #               (@tus/server has no concatenation, so no parallelUploads row for it)
-# Ratios: tus-js-client sequential into ferry serve vs into @tus/server (issue 3's bar); ferry put
-# -x 4 vs tus-js-client parallelUploads 4 (issue 4's bar); ferry put -x 1 vs tus-js-client
-# sequential (both into ferry serve).
+#   ferry-c4    4 tus-js-client processes at once, a quarter of the file each        -> ferry serve
+#   tus-c4      the same                                                             -> @tus/server
+#               (bench/upload-clients.sh; the wall time is until the last one is done)
+# Ratios: tus-js-client into ferry serve vs into @tus/server, one client and 4 at once (issue 3's
+# bar); ferry put -x 4 vs tus-js-client parallelUploads 4 (issue 4's bar); ferry put -x 1 vs
+# tus-js-client sequential (both into ferry serve).
+#
+# One client alone on this 2-core VM mostly measures where the scheduler puts Node's threads:
+# tus-js-client reads the file in libuv's thread pool and sends from the main thread, and a
+# server that leaves the second core idle (ferry serve, 0.7 s CPU per GiB) lets those threads
+# spread over both cores and hand each 64 KiB across them, which costs the client more CPU
+# than a server that keeps that core busy (@tus/server, 2.5 s per GiB). CLIENT_CPUS=0 takes that
+# out (docs/server.md, "The upload speed bar").
 #
 # Environment:
 #   RUNS         runs per row, interleaved; the table shows medians (default 3)
@@ -29,7 +39,9 @@
 #   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
 #   FERRY_NODE   node binary (default: node from PATH)
 #   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
-#   UPLOAD_ROWS  which rows, e.g. "put-x4 ferry-p4" (default: all five)
+#   UPLOAD_ROWS  which rows, e.g. "put-x4 ferry-p4" (default: all seven)
+#   CLIENT_CPUS  when set, every client runs under `taskset -c CLIENT_CPUS` (e.g. 0: the clients
+#                on the first core, the servers wherever the scheduler puts them)
 #   STORE_DIR    where both servers store uploads (default: inside the temp dir, on disk). A tmpfs
 #                (e.g. STORE_DIR=/dev/shm) takes the disk's writeback out of the comparison: the
 #                disk of a shared VM is the largest source of run-to-run spread here
@@ -118,7 +130,12 @@ GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 log "creating the ${UPLOAD_MIB} MiB source file"
 SRC_FILE="$T/src.bin"
 bench_random_file "$SRC_FILE" "$UPLOAD_MIB"
-sync "$SRC_FILE"
+# What each of the 4 clients of the "at once" rows uploads: a quarter of the file.
+NCLIENTS=4
+PART_MIB=$((UPLOAD_MIB / NCLIENTS > 0 ? UPLOAD_MIB / NCLIENTS : 1))
+PART_FILE="$T/part.bin"
+head -c "$((PART_MIB << 20))" "$SRC_FILE" >"$PART_FILE"
+sync "$SRC_FILE" "$PART_FILE"
 
 # --- servers --------------------------------------------------------------------------------
 # wait_port PORT PID NAME: polls (with a 30 s deadline) until PORT accepts connections; fails
@@ -184,7 +201,7 @@ start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
 # comparison (ferry put against tus-js-client; ferry serve against @tus/server).
 UP="$NODE $PEERS/upload.mjs $SRC_FILE"
 # shellcheck disable=SC2206
-ROWS=(${UPLOAD_ROWS:-put-x4 ferry-p4 put-x1 ferry-seq tus-node})
+ROWS=(${UPLOAD_ROWS:-put-x4 ferry-p4 put-x1 ferry-seq tus-node ferry-c4 tus-c4})
 declare -A LABEL OPTS SERVER REF CLIENT
 LABEL[put-x4]='ferry put -x 4 → ferry serve'
 OPTS[put-x4]='-x 4'
@@ -206,6 +223,15 @@ LABEL[tus-node]='tus-js-client sequential → @tus/server'
 OPTS[tus-node]=''
 SERVER[tus-node]=tus
 REF[tus-node]=ferry-seq
+LABEL[ferry-c4]="$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → ferry serve"
+OPTS[ferry-c4]=''
+SERVER[ferry-c4]=ferry
+CLIENT[ferry-c4]=many
+LABEL[tus-c4]="$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → @tus/server"
+OPTS[tus-c4]=''
+SERVER[tus-c4]=tus
+CLIENT[tus-c4]=many
+REF[tus-c4]=ferry-c4
 if [ -n "$CHUNK_MIB" ]; then
     ROWS+=(ferry-chunk tus-chunk)
     LABEL[ferry-chunk]="tus-js-client ${CHUNK_MIB} MiB chunks → ferry serve"
@@ -222,22 +248,30 @@ CASE="${UPLOAD_MIB}MiB"
 CUR_TOOL=
 CUR_RUN=
 CUR_NAME=
-# The stored file of the current run: ferry serve puts it at DIR/<metadata filename>;
-# @tus/server's FileStore at DIR/<upload id>, the last segment of the URL the client printed.
-stored_file() {
+# The stored files of the current run, one per line as "STORED SOURCE": ferry serve puts an
+# upload at DIR/<metadata filename>; @tus/server's FileStore at DIR/<upload id>, the last segment
+# of the URL the client printed.
+stored_files() {
+    local src=$SRC_FILE names=$CUR_NAME
+    if [ "${CLIENT[$CUR_TOOL]:-tus}" = many ]; then
+        src=$PART_FILE
+        names=$(for i in $(seq "$NCLIENTS"); do echo "$CUR_NAME.$i"; done)
+    fi
     if [ "${SERVER[$CUR_TOOL]}" = ferry ]; then
-        echo "$STORE/ferry-root/$CUR_NAME"
+        for n in $names; do echo "$STORE/ferry-root/$n $src"; done
     else
-        local url
-        url=$(sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$T/logs/$CASE.$CUR_TOOL.$CUR_RUN.log" | tail -1)
-        [ -z "$url" ] || echo "$STORE/tus-root/${url##*/}"
+        sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$T/logs/$CASE.$CUR_TOOL.$CUR_RUN.log" |
+            while read -r url; do echo "$STORE/tus-root/${url##*/} $src"; done
     fi
 }
 verify_upload() {
-    local f
-    f=$(stored_file)
-    [ -n "$f" ] || { log "$CUR_TOOL run $CUR_RUN: no upload URL in the client's output"; return 1; }
-    cmp -s "$f" "$SRC_FILE" || { log "$CUR_TOOL run $CUR_RUN: $f missing or different"; return 1; }
+    local want=1 got=0 f src
+    [ "${CLIENT[$CUR_TOOL]:-tus}" != many ] || want=$NCLIENTS
+    while read -r f src; do
+        got=$((got + 1))
+        cmp -s "$f" "$src" || { log "$CUR_TOOL run $CUR_RUN: $f missing or different"; return 1; }
+    done < <(stored_files)
+    [ "$got" = "$want" ] || { log "$CUR_TOOL run $CUR_RUN: $got stored file(s) found, $want expected"; return 1; }
 }
 # Server CPU time (user+sys, in clock ticks) and peak RSS (KiB) of a PID, from /proc.
 proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
@@ -271,16 +305,18 @@ for run in $(seq "$RUNS"); do
         else
             url=$TUS_URL pid=$TUS_PID auth=""
         fi
-        if [ "${CLIENT[$tool]:-tus}" = put ]; then
+        case ${CLIENT[$tool]:-tus} in
+        put)
             rm -rf "$FERRY_DATA_DIR"   # every run a fresh upload, never a resume
-            cmd="$FERRY put -q $auth --name $CUR_NAME ${OPTS[$tool]} $SRC_FILE $url"
-        else
-            cmd="$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}"
-        fi
+            cmd="$FERRY put -q $auth --name $CUR_NAME ${OPTS[$tool]} $SRC_FILE $url" ;;
+        many) cmd="$REPO/bench/upload-clients.sh $NCLIENTS $PART_FILE $url --name $CUR_NAME $auth" ;;
+        *) cmd="$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}" ;;
+        esac
+        [ -z "${CLIENT_CPUS:-}" ] || cmd="taskset -c $CLIENT_CPUS $cmd"
         sample_noise
         before=$(proc_ticks "${pid:-0}")
         if ! bench_run "$CASE" "$tool" "$run" verify_upload "$cmd"; then
-            if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ]; then
+            if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ] || [ "$tool" = tus-c4 ]; then
                 bad=1
             fi
         fi
@@ -291,9 +327,8 @@ for run in $(seq "$RUNS"); do
             log "$tool run $run: resume journal left after a successful upload: $(find "$FERRY_DATA_DIR" -type f | tr '\n' ' ')"
         fi
         echo "$tool $run $(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
-        # Keep the disk use at one stored copy: the file was compared above.
-        f=$(stored_file 2>/dev/null || true)
-        [ -z "$f" ] || rm -f "$f" "$f.json"
+        # Keep the disk use at one stored copy: the files were compared above.
+        while read -r f _; do rm -f "$f" "$f.json"; done < <(stored_files 2>/dev/null || true)
     done
 done
 FERRY_HWM=$(proc_hwm "${FERRY_PID:-0}")
@@ -328,7 +363,9 @@ row() {
         return
     fi
     local speed vs="" tr="" sr="" ref=${REF[$tool]:-}
-    speed=$(awk -v m="$UPLOAD_MIB" -v w="$wall" 'BEGIN {printf "%.0f", (w>0 ? m/w : 0)}')
+    local mib=$UPLOAD_MIB
+    [ "${CLIENT[$tool]:-tus}" != many ] || mib=$((NCLIENTS * PART_MIB))
+    speed=$(awk -v m="$mib" -v w="$wall" 'BEGIN {printf "%.0f", (w>0 ? m/w : 0)}')
     if [ -n "$ref" ]; then
         vs=${LABEL[$ref]}
         vs=${vs#tus-js-client }
@@ -346,11 +383,13 @@ row() {
 cmdline() { # the client command line as a user would type it
     local tool=$1 auth=""
     [ "${SERVER[$tool]}" != ferry ] || auth=" --token TOKEN"
-    if [ "${CLIENT[$tool]:-tus}" = put ]; then
-        echo "ferry put -q$auth --name NAME ${OPTS[$tool]} FILE URL"
-    else
-        echo "node upload.mjs FILE URL$auth --name NAME ${OPTS[$tool]}" | sed 's/ *$//'
-    fi
+    local pin=""
+    [ -z "${CLIENT_CPUS:-}" ] || pin="taskset -c $CLIENT_CPUS "
+    case ${CLIENT[$tool]:-tus} in
+    put) echo "${pin}ferry put -q$auth --name NAME ${OPTS[$tool]} FILE URL" ;;
+    many) echo "${pin}bench/upload-clients.sh $NCLIENTS PART URL --name NAME$auth   (PART: the file's first $PART_MIB MiB)" ;;
+    *) echo "${pin}node upload.mjs FILE URL$auth --name NAME ${OPTS[$tool]}" | sed 's/ *$//' ;;
+    esac
 }
 
 report() {
@@ -367,6 +406,7 @@ report() {
     echo "- clients: \`ferry put\` ($FERRY_VERSION, git $GIT_REV; a fresh upload every run, its resume journals in an emptied temp dir) and tus-js-client $TUS_JS_VERSION on Node $("$NODE" --version) (\`tests/peers/node/upload.mjs\`: the file as an fs.ReadStream, no retries)"
     echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing on $(df -T "$STORE" | awk 'NR==2 {print $2}') ($STORE)"
     echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved (each run starts one row later), median shown; every stored file compared with cmp, then deleted"
+    [ -z "${CLIENT_CPUS:-}" ] || echo "- clients pinned: every client ran under \`taskset -c $CLIENT_CPUS\`; the servers were not pinned"
     echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $UPLOADS uploads; highest 1-minute load average $LOAD_MAX"
     echo
     echo "| case | client → server | runs ok | median wall s | MiB/s | client CPU s | client peak RSS MiB | server CPU s | vs | ferry/peer time | ferry speedup |"
@@ -393,7 +433,8 @@ report() {
     echo '```'
     echo
     echo "- issue 3's bar (tus-js-client into ferry serve at least as fast as into @tus/server):"
-    echo "  ferry serve speed / @tus/server speed, tus-js-client sequential = $(ratio ferry-seq tus-node) (bar: ≥ 1);"
+    echo "  ferry serve speed / @tus/server speed, one tus-js-client (sequential) = $(ratio ferry-seq tus-node) (bar: ≥ 1);"
+    echo "  $NCLIENTS tus-js-client at once = $(ratio ferry-c4 tus-c4) (bar: ≥ 1);"
     echo "  with parallelUploads 4 into ferry serve vs sequential into @tus/server = $(ratio ferry-p4 tus-node)"
     echo "- issue 4's bar (ferry put at least as fast as tus-js-client, both into ferry serve):"
     echo "  ferry put -x 4 speed / tus-js-client parallelUploads 4 speed = $(ratio put-x4 ferry-p4) (bar: ≥ 1);"
