@@ -151,7 +151,8 @@ wait_port() {
     return 1
 }
 
-TOKEN=$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
+# Never starting with '-' (it would read as an option).
+TOKEN=t$(head -c 18 /dev/urandom | base64 | tr '+/' '-_')
 FERRY_PID=
 FERRY_URL=
 start_ferry() {
