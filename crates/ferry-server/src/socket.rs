@@ -26,6 +26,12 @@ impl Connected<IncomingStream<'_, TcpListener>> for ConnSocket {
 }
 
 impl ConnSocket {
+    /// The kernel's receive buffer for this socket (`SO_RCVBUF`, which TCP autotuning grows),
+    /// or `None` when unknown.
+    pub fn recv_buffer(&self) -> Option<usize> {
+        rustix::net::sockopt::socket_recv_buffer_size(self.0.as_deref()?).ok()
+    }
+
     /// Sets `SO_RCVLOWAT`: the kernel wakes a reader only once `bytes` are queued (or the
     /// connection ends). Reads still return whatever is there. Setting it lower wakes a waiting
     /// reader at once when enough is already queued.

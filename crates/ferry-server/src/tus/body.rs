@@ -191,7 +191,7 @@ where
     S: futures_util::Stream + Unpin,
 {
     let mut left = idle;
-    if let Some(lw) = low_water.filter(|lw| lw.raised) {
+    if let Some(lw) = low_water.filter(|lw| lw.raised()) {
         if let Ok(next) = tokio::time::timeout(PAUSE, stream.next()).await {
             return Some(next);
         }
@@ -201,8 +201,10 @@ where
     tokio::time::timeout(left, stream.next()).await.ok()
 }
 
-/// The receive low-water mark while a body streams in.
-const LOW_WATER: u64 = 256 << 10;
+/// The highest receive low-water mark while a body streams in.
+const LOW_WATER: usize = 256 << 10;
+/// Below this a raised mark saves too little to be worth its system calls.
+const LOW_WATER_MIN: usize = 32 << 10;
 /// Body bytes that may have left the socket without reaching us yet: hyper's read buffer (up to
 /// about 400 KiB, which its allocator may round up) and the frames in its body channel.
 const IN_FLIGHT: u64 = 4 << 20;
@@ -212,16 +214,23 @@ const PAUSE: Duration = Duration::from_millis(20);
 /// Fewer wake-ups for a fast sender. A reader that keeps the socket drained is woken per burst
 /// of segments (about 64 KiB on loopback), several context switches each down to the disk
 /// writer. So while more than [`IN_FLIGHT`] + [`LOW_WATER`] bytes of the body are still to
-/// come, `SO_RCVLOWAT` is [`LOW_WATER`]: the kernel wakes us once that much is queued (or the
-/// connection ends), which halves the server's CPU time per GiB. It is never above what is
-/// certainly still to arrive (the last bytes would wait forever), drops to 1 for good when the
-/// sender pauses (a slow sender's bytes are written as they come), and is 1 again when this
-/// value is dropped, before anything else is read from the connection.
+/// come, `SO_RCVLOWAT` is raised: the kernel wakes us once that much is queued (or the
+/// connection ends), which halves the server's CPU time per GiB.
+///
+/// The mark is at most a quarter of the socket's receive buffer (and follows it as TCP
+/// autotuning grows it, up to [`LOW_WATER`]): the advertised window is about half the buffer,
+/// so the sender can go on filling the other half while we wake up. A higher mark would also
+/// make the kernel grow the buffer for it and clamp the window to the mark, a stop-and-go.
+/// It is never above what is certainly still to arrive (the last bytes would wait forever),
+/// drops to 1 for good when the sender pauses (a slow sender's bytes are written as they
+/// come), and is 1 again when this value is dropped, before anything else is read from the
+/// connection.
 struct LowWater {
     socket: ConnSocket,
     /// Body bytes not yet received by us.
     remaining: u64,
-    raised: bool,
+    /// The mark now set (1: the kernel's default).
+    mark: usize,
     paused: bool,
 }
 
@@ -230,11 +239,15 @@ impl LowWater {
         let mut lw = LowWater {
             socket,
             remaining: length,
-            raised: false,
+            mark: 1,
             paused: false,
         };
         lw.apply();
         lw
+    }
+
+    fn raised(&self) -> bool {
+        self.mark > 1
     }
 
     fn received(&mut self, n: u64) {
@@ -248,17 +261,20 @@ impl LowWater {
     }
 
     fn apply(&mut self) {
-        let raise = !self.paused && self.remaining > IN_FLIGHT + LOW_WATER;
-        if raise == self.raised {
+        let mut mark = 1;
+        if !self.paused && self.remaining > IN_FLIGHT + LOW_WATER as u64 {
+            let quarter = self.socket.recv_buffer().unwrap_or(0) / 4;
+            if quarter >= LOW_WATER_MIN {
+                mark = quarter.min(LOW_WATER);
+            }
+        }
+        if mark == self.mark {
             return;
         }
-        let result = self
-            .socket
-            .set_recv_low_water(if raise { LOW_WATER as usize } else { 1 });
-        // A socket that refuses is simply read as before.
-        self.raised = raise && result.is_ok();
-        if let Err(e) = result {
-            tracing::debug!("SO_RCVLOWAT: {e}");
+        match self.socket.set_recv_low_water(mark) {
+            Ok(()) => self.mark = mark,
+            // A socket that refuses is read as it is.
+            Err(e) => tracing::debug!("SO_RCVLOWAT: {e}"),
         }
     }
 }
