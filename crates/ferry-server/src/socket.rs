@@ -26,6 +26,11 @@ impl Connected<IncomingStream<'_, TcpListener>> for ConnSocket {
 }
 
 impl ConnSocket {
+    #[cfg(test)]
+    pub(crate) fn from_fd(fd: OwnedFd) -> ConnSocket {
+        ConnSocket(Some(Arc::new(fd)))
+    }
+
     /// The kernel's receive buffer for this socket (`SO_RCVBUF`, which TCP autotuning grows),
     /// or `None` when unknown.
     pub fn recv_buffer(&self) -> Option<usize> {

@@ -8,6 +8,7 @@ use ferry_server::{Auth, Server, ServerConfig};
 use std::time::Duration;
 
 pub async fn run(args: ServeArgs) -> u8 {
+    raise_open_file_limit();
     let (config, generated) = match config(&args) {
         Ok(c) => c,
         Err(msg) => {
@@ -52,6 +53,25 @@ pub async fn run(args: ServeArgs) -> u8 {
         Err(e) => {
             eprintln!("ferry serve: {e}");
             exit::FAILED
+        }
+    }
+}
+
+/// A server holds two descriptors per connection (the socket, and the duplicate uploads use to
+/// tune it), plus open files: lift the soft open-file limit to the hard one, as Go's runtime
+/// and most servers do at start-up. Nothing here uses `select`, so high descriptors are fine.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let Some(max) = limit.maximum
+        && limit.current.is_some_and(|current| current < max)
+    {
+        let raised = Rlimit {
+            current: Some(max),
+            maximum: Some(max),
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::debug!("could not raise the open-file limit: {e}");
         }
     }
 }

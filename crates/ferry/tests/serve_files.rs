@@ -1,7 +1,7 @@
 //! The file side of `ferry serve` against real download clients: curl (single ranges, several
 //! ranges in one multipart answer, the whole file), `aria2c -x16 -s16 -k1M` and `ferry get -x 8`
 //! must all give byte-identical files; with `--token`, a request without the token gets 401 and
-//! `?token=` or `Authorization: Bearer` work.
+//! `?token=` or `Authorization: Bearer` work. Also: `ferry serve` lifts its soft open-file limit.
 //!
 //! curl and aria2c are required in CI (`CI=true`); elsewhere a missing tool is reported and its
 //! part skipped. `scripts/test.sh` installs both.
@@ -272,4 +272,49 @@ fn a_token_is_required_and_accepted_as_query_or_bearer() {
         ])
         .current_dir(&out));
     assert!(files_equal(&src, &out.join("ferry-h.bin")));
+}
+
+/// The hard open-file limit of this process, from /proc.
+fn hard_nofile(pid: &str) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let row = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let f: Vec<&str> = row.split_whitespace().collect();
+    let n = |s: &str| s.parse().unwrap_or(u64::MAX); // "unlimited"
+    (n(f[3]), n(f[4]))
+}
+
+/// Every connection holds two descriptors (the socket and the duplicate uploads use to tune it),
+/// so `ferry serve` lifts its soft open-file limit to the hard one at start-up.
+#[test]
+fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+    use std::io::BufRead;
+    if !have("prlimit") {
+        return;
+    }
+    let hard = hard_nofile("self").1.min(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("prlimit")
+        .arg(format!("--nofile=256:{hard}"))
+        .args([env!("CARGO_BIN_EXE_ferry"), "serve"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--public"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run prlimit ferry serve");
+    // Its first line says where it serves: the limit was raised before that.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let limits = hard_nofile(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.contains("serving"), "{line}");
+    assert_eq!(limits, (hard, hard));
 }

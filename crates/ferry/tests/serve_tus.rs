@@ -709,6 +709,44 @@ async fn a_client_that_disconnects_mid_patch_keeps_every_byte() {
     assert!(std::fs::read(env.dir.join("cut.bin")).unwrap() == data);
 }
 
+/// Reads one response head (status line and headers) from `s`.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte)
+            .expect("a response within the read timeout");
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap().to_ascii_lowercase()
+}
+
+#[tokio::test]
+async fn a_long_patch_leaves_its_connection_ready_for_the_next_request() {
+    // While a long body streams in, the server raises the socket's receive low-water mark; the
+    // end of the body and the next request on the same connection must still be read at once.
+    let env = Env::start(&[]);
+    let data = random_bytes(12 * MIB, 14);
+    let url = env
+        .create(ANN, Some(16 * MIB as u64), &[("filename", "keep.bin")])
+        .await;
+    let mut s = raw_patch(&env, ANN, &url, 0, data.len(), &data);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("http/1.1 204"), "{head}");
+    write!(
+        s,
+        "HEAD {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {ANN}\r\n\r\n"
+    )
+    .unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("upload-offset: {}\r\n", 12 * MIB)),
+        "{head}"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_patches_are_serialised() {
     let env = Env::start(&[]);

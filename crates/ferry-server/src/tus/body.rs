@@ -7,7 +7,7 @@
 
 use super::headers::Hasher;
 use crate::socket::ConnSocket;
-use axum::body::Body;
+use axum::body::{Body, HttpBody};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 use std::fs::OpenOptions;
@@ -49,22 +49,15 @@ pub struct BodyOutcome {
     pub drained: bool,
 }
 
-/// The body's framing as far as [`write_body`] needs it: its length when the request said, and
-/// the socket it arrives on (HTTP/1 only: an HTTP/2 socket carries other streams too).
-#[derive(Default)]
-pub struct BodySource {
-    pub length: Option<u64>,
-    pub socket: Option<ConnSocket>,
-}
-
 /// Writes `body` into `path` from `offset`, at most `limit` bytes, hashing with `hasher`.
+/// `socket` is the connection's when it carries only this body (HTTP/1), for [`LowWater`].
 /// The data is not synced here: a killed server keeps page-cache bytes, and after a machine
 /// crash the file's length (the offset a client's HEAD gets) never exceeds the data that
 /// reached the disk on ext4/XFS (ordered data), so a resuming client re-sends the rest.
 /// A finished upload is synced once, before it lands.
 pub async fn write_body(
     body: Body,
-    source: BodySource,
+    socket: Option<ConnSocket>,
     path: PathBuf,
     offset: u64,
     limit: u64,
@@ -73,6 +66,8 @@ pub async fn write_body(
 ) -> BodyOutcome {
     let (tx, rx) = mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
     let writer = tokio::task::spawn_blocking(move || writer(path, offset, rx, hasher));
+    // The length hyper framed the body with (Content-Length; none for chunked bodies).
+    let length = body.size_hint().exact();
     let mut stream = body.into_data_stream();
     let mut taken: u64 = 0;
     let mut end = BodyEnd::Complete;
@@ -82,7 +77,7 @@ pub async fn write_body(
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
     let mut writer_failed = false;
-    let mut low_water = match (source.socket, source.length) {
+    let mut low_water = match (socket, length) {
         (Some(socket), Some(length)) => Some(LowWater::new(socket, length)),
         _ => None,
     };
@@ -217,10 +212,11 @@ const PAUSE: Duration = Duration::from_millis(20);
 /// come, `SO_RCVLOWAT` is raised: the kernel wakes us once that much is queued (or the
 /// connection ends), which halves the server's CPU time per GiB.
 ///
-/// The mark is at most a quarter of the socket's receive buffer (and follows it as TCP
-/// autotuning grows it, up to [`LOW_WATER`]): the advertised window is about half the buffer,
-/// so the sender can go on filling the other half while we wake up. A higher mark would also
-/// make the kernel grow the buffer for it and clamp the window to the mark, a stop-and-go.
+/// The mark is at most an eighth of the socket's receive buffer (and follows it as TCP
+/// autotuning grows it, up to [`LOW_WATER`]): the advertised window is a share of the buffer
+/// (about half for full-sized segments, less for small ones), and the sender must be able to go
+/// on filling it while we wake up. A mark the window cannot hold would also make the kernel
+/// grow the buffer for it and clamp the window to the mark, a stop-and-go.
 /// It is never above what is certainly still to arrive (the last bytes would wait forever),
 /// drops to 1 for good when the sender pauses (a slow sender's bytes are written as they
 /// come), and is 1 again when this value is dropped, before anything else is read from the
@@ -263,9 +259,9 @@ impl LowWater {
     fn apply(&mut self) {
         let mut mark = 1;
         if !self.paused && self.remaining > IN_FLIGHT + LOW_WATER as u64 {
-            let quarter = self.socket.recv_buffer().unwrap_or(0) / 4;
-            if quarter >= LOW_WATER_MIN {
-                mark = quarter.min(LOW_WATER);
+            let eighth = self.socket.recv_buffer().unwrap_or(0) / 8;
+            if eighth >= LOW_WATER_MIN {
+                mark = eighth.min(LOW_WATER);
             }
         }
         if mark == self.mark {
@@ -273,8 +269,10 @@ impl LowWater {
         }
         match self.socket.set_recv_low_water(mark) {
             Ok(()) => self.mark = mark,
-            // A socket that refuses is read as it is.
-            Err(e) => tracing::debug!("SO_RCVLOWAT: {e}"),
+            // A socket that refuses to raise it is read as it is. One that refuses to lower it
+            // (never seen on TCP) would keep the next request waiting: say so.
+            Err(e) if mark > 1 => tracing::debug!("SO_RCVLOWAT {mark}: {e}"),
+            Err(e) => tracing::warn!("could not lower SO_RCVLOWAT back to 1: {e}"),
         }
     }
 }
@@ -407,4 +405,83 @@ fn write_all_vectored(file: &mut std::fs::File, mut bufs: &[Bytes]) -> io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::os::fd::{AsFd, AsRawFd};
+
+    /// `SO_RCVLOWAT` as the kernel has it.
+    fn kernel_mark(s: &TcpStream) -> usize {
+        let mut value: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `s` is an open socket for the whole call; `value` and `len` are live locals
+        // and `len` is `value`'s exact size, which is all the kernel writes.
+        let rc = unsafe {
+            libc::getsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVLOWAT,
+                (&raw mut value).cast(),
+                &raw mut len,
+            )
+        };
+        assert_eq!(rc, 0, "{}", io::Error::last_os_error());
+        value as usize
+    }
+
+    /// A connected socket with a fixed 2 MiB receive buffer (an eighth: 256 KiB) and its
+    /// [`ConnSocket`].
+    fn socket() -> (TcpStream, TcpStream, ConnSocket) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        // The kernel doubles what is asked for.
+        rustix::net::sockopt::set_socket_recv_buffer_size(&server, 1 << 20).unwrap();
+        let conn = ConnSocket::from_fd(server.as_fd().try_clone_to_owned().unwrap());
+        (client, server, conn)
+    }
+
+    #[test]
+    fn the_mark_is_raised_only_while_much_of_the_body_is_to_come() {
+        let (_client, server, conn) = socket();
+        assert_eq!(conn.recv_buffer(), Some(2 << 20));
+        let mut lw = LowWater::new(conn, 64 << 20);
+        assert_eq!(kernel_mark(&server), LOW_WATER);
+        lw.received(59 << 20); // 5 MiB to come
+        assert_eq!(kernel_mark(&server), LOW_WATER);
+        lw.received(1 << 20); // 4 MiB: hyper may already hold some of it
+        assert_eq!(kernel_mark(&server), 1);
+        drop(lw);
+        assert_eq!(kernel_mark(&server), 1);
+    }
+
+    #[test]
+    fn a_pause_or_the_end_of_the_body_lowers_the_mark() {
+        let (_client, server, conn) = socket();
+        let mut lw = LowWater::new(conn.clone(), 64 << 20);
+        assert!(lw.raised());
+        lw.sender_paused();
+        assert_eq!(kernel_mark(&server), 1);
+        lw.received(1); // stays down for the rest of this body
+        assert_eq!(kernel_mark(&server), 1);
+        let lw = LowWater::new(conn.clone(), 64 << 20);
+        assert_eq!(kernel_mark(&server), LOW_WATER);
+        drop(lw); // e.g. the body was refused half-way
+        assert_eq!(kernel_mark(&server), 1);
+        // A short body never raises it.
+        let _lw = LowWater::new(conn, (4 << 20) + LOW_WATER as u64);
+        assert_eq!(kernel_mark(&server), 1);
+    }
+
+    #[test]
+    fn a_small_receive_buffer_gets_no_mark() {
+        let (_client, server, conn) = socket();
+        rustix::net::sockopt::set_socket_recv_buffer_size(&server, 64 << 10).unwrap();
+        let lw = LowWater::new(conn, 64 << 20);
+        assert!(!lw.raised());
+        assert_eq!(kernel_mark(&server), 1);
+    }
 }

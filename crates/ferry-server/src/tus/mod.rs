@@ -18,7 +18,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header}
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
-use body::{BodyEnd, BodySource, write_body};
+use body::{BodyEnd, write_body};
 use headers::{
     CHECKSUM_ALGORITHMS, ChecksumError, Concat, EXTENSIONS, Hasher, OFFSET_OCTET_STREAM,
     TUS_VERSION,
@@ -583,10 +583,9 @@ async fn append(
             .mark_unverified(&rec.id, offset)
             .map_err(|e| io_error("writing the upload", e))?;
     }
-    let length = header_str(headers, &header::CONTENT_LENGTH)?.and_then(|v| v.trim().parse().ok());
     let outcome = write_body(
         body.take().unwrap_or_default(),
-        BodySource { length, socket },
+        socket,
         u.staging.data_path(&rec.id),
         offset,
         room,
