@@ -183,6 +183,35 @@ bench_run() {
     [ "$status" = ok ]
 }
 
+# --- noise and process accounting -----------------------------------------------------------
+# bench_sample_noise: called at the start of each measured run; counts the runs
+# (BENCH_SAMPLES), those that started while other people's compilers ran on the same cores
+# (BENCH_BUSY), and the highest 1-minute load average seen (BENCH_LOAD_MAX).
+BENCH_BUSY=0
+BENCH_SAMPLES=0
+BENCH_LOAD_MAX=0
+bench_sample_noise() {
+    local n load
+    n=$(pgrep -c -x 'rustc|cc1|cc1plus|ld|ld.lld|mold' 2>/dev/null || true)
+    [ "${n:-0}" = 0 ] || BENCH_BUSY=$((BENCH_BUSY + 1))
+    BENCH_SAMPLES=$((BENCH_SAMPLES + 1))
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    BENCH_LOAD_MAX=$(awk -v a="$BENCH_LOAD_MAX" -v b="$load" 'BEGIN {print (b>a ? b : a)}')
+}
+# bench_proc_ticks PID...: CPU time (user+sys, clock ticks; BENCH_TICKS per second) of the PIDs,
+# from /proc (0 for a PID that is gone).
+BENCH_TICKS=$(getconf CLK_TCK)
+bench_proc_ticks() {
+    local p s=0 t
+    for p in "$@"; do
+        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        s=$((s + t))
+    done
+    echo "$s"
+}
+# bench_proc_hwm PID: peak RSS in KiB, from /proc.
+bench_proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
 # --- statistics -----------------------------------------------------------------------------
 bench_median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 

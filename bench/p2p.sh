@@ -140,7 +140,7 @@ start_sender() {
 stop_sender() {
     local name=$1 pid=${SPID[$1]:-} p keep=()
     [ -n "$pid" ] || return 0
-    SEND_HWM[$name]=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    SEND_HWM[$name]=$(bench_proc_hwm "$pid")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     for p in "${BENCH_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
@@ -194,28 +194,6 @@ same_as_src() {
         log "$CUR_CASE: left beside the file: $(echo "$extra" | tr '\n' ' ')"
     fi
 }
-# CPU time (user+sys, clock ticks) of a set of PIDs, from /proc.
-proc_ticks() {
-    local p s=0 t
-    for p in "$@"; do
-        t=$(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        s=$((s + t))
-    done
-    echo "$s"
-}
-TICKS=$(getconf CLK_TCK)
-# Noise: other people's compiles on the same cores (as in bench/run).
-BUSY=0
-NRUNS=0
-LOAD_MAX=0
-sample_noise() {
-    local n load
-    n=$(pgrep -c -x 'rustc|cc1|cc1plus|ld|ld.lld|mold' 2>/dev/null || true)
-    [ "${n:-0}" = 0 ] || BUSY=$((BUSY + 1))
-    NRUNS=$((NRUNS + 1))
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    LOAD_MAX=$(awk -v a="$LOAD_MAX" -v b="$load" 'BEGIN {print (b>a ? b : a)}')
-}
 : >"$T/server-cpu"   # "case tool run cpu_seconds" per run
 
 # --- the runs -------------------------------------------------------------------------------
@@ -231,11 +209,11 @@ for run in $(seq "$RUNS"); do
             CUR_CASE=$c
             # shellcheck disable=SC2086
             set -- ${SERVER_PIDS[$c:$tool]}
-            sample_noise
-            before=$(proc_ticks "$@")
+            bench_sample_noise
+            before=$(bench_proc_ticks "$@")
             bench_run "$c" "$tool" "$run" same_as_src "${CMD[$c:$tool]}" || bad=1
-            after=$(proc_ticks "$@")
-            echo "$c $tool $run $(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
+            after=$(bench_proc_ticks "$@")
+            echo "$c $tool $run $(awk -v a="$after" -v b="$before" -v t="$BENCH_TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
         done
     done
 done
@@ -305,7 +283,7 @@ report() {
     fi
     echo "- ferry: $FERRY_VERSION (git $GIT_REV); senders \`ferry send FILE --listen 127.0.0.1:0\` (TLS, token, BLAKE3 per piece), receivers \`ferry recv -q -x $P2P_X\`${NGINX_PID:+; baseline \`ferry get -q -x $P2P_X\` from nginx $("$NGINX" -v 2>&1 | sed 's:.*/::') on 127.0.0.1 (one process, sendfile, plain HTTP)}"
     echo "- files: random bytes under $(df -T /tmp | awk 'NR==2 {print $2}') in /tmp, read from the page cache; $RUNS run(s) per row, interleaved (each run starts one row later), median shown; every output compared with cmp"
-    echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $NRUNS runs; highest 1-minute load average $LOAD_MAX"
+    echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BENCH_BUSY of $BENCH_SAMPLES runs; highest 1-minute load average $BENCH_LOAD_MAX"
     echo
     echo "| case | row | runs ok | median wall s | MiB/s | CPU s (user+sys) | peak RSS MiB | server CPU s | vs | speed / vs speed |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|"

@@ -274,22 +274,6 @@ verify_upload() {
     done < <(stored_files)
     [ "$got" = "$want" ] || { log "$CUR_TOOL run $CUR_RUN: $got stored file(s) found, $want expected"; return 1; }
 }
-# Server CPU time (user+sys, in clock ticks) and peak RSS (KiB) of a PID, from /proc.
-proc_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
-proc_hwm() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
-TICKS=$(getconf CLK_TCK)
-# Noise: other people's compiles on the same cores (as in bench/run).
-BUSY=0
-UPLOADS=0
-LOAD_MAX=0
-sample_noise() {
-    local n load
-    n=$(pgrep -c -x 'rustc|cc1|cc1plus|ld|ld.lld|mold' 2>/dev/null || true)
-    [ "${n:-0}" = 0 ] || BUSY=$((BUSY + 1))
-    UPLOADS=$((UPLOADS + 1))
-    load=$(cut -d' ' -f1 /proc/loadavg)
-    LOAD_MAX=$(awk -v a="$LOAD_MAX" -v b="$load" 'BEGIN {print (b>a ? b : a)}')
-}
 : >"$T/server-cpu"   # "tool run cpu_seconds" per upload
 
 JOURNALS_LEFT=0   # successful ferry put runs that left a resume journal behind
@@ -314,26 +298,26 @@ for run in $(seq "$RUNS"); do
         *) cmd="$UP $url $auth --name $CUR_NAME ${OPTS[$tool]}" ;;
         esac
         [ -z "${CLIENT_CPUS:-}" ] || cmd="taskset -c $CLIENT_CPUS $cmd"
-        sample_noise
-        before=$(proc_ticks "${pid:-0}")
+        bench_sample_noise
+        before=$(bench_proc_ticks "${pid:-0}")
         if ! bench_run "$CASE" "$tool" "$run" verify_upload "$cmd"; then
             if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ] || [ "$tool" = tus-c4 ]; then
                 bad=1
             fi
         fi
-        after=$(proc_ticks "${pid:-0}")
+        after=$(bench_proc_ticks "${pid:-0}")
         if [ "${CLIENT[$tool]:-tus}" = put ] && [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = ok ] &&
             [ -n "$(find "$FERRY_DATA_DIR" -type f 2>/dev/null | head -1)" ]; then
             JOURNALS_LEFT=$((JOURNALS_LEFT + 1))
             log "$tool run $run: resume journal left after a successful upload: $(find "$FERRY_DATA_DIR" -type f | tr '\n' ' ')"
         fi
-        echo "$tool $run $(awk -v a="$after" -v b="$before" -v t="$TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
+        echo "$tool $run $(awk -v a="$after" -v b="$before" -v t="$BENCH_TICKS" 'BEGIN {printf "%.2f", (a-b)/t}')" >>"$T/server-cpu"
         # Keep the disk use at one stored copy: the files were compared above.
         while read -r f _; do rm -f "$f" "$f.json"; done < <(stored_files 2>/dev/null || true)
     done
 done
-FERRY_HWM=$(proc_hwm "${FERRY_PID:-0}")
-TUS_HWM=$(proc_hwm "${TUS_PID:-0}")
+FERRY_HWM=$(bench_proc_hwm "${FERRY_PID:-0}")
+TUS_HWM=$(bench_proc_hwm "${TUS_PID:-0}")
 ELAPSED=$(($(date +%s) - T0))
 
 # --- report ---------------------------------------------------------------------------------
@@ -408,7 +392,7 @@ report() {
     echo "- servers: \`ferry serve DIR --token T\` (tus endpoint /uploads/) and @tus/server $TUS_SERVER_VERSION with @tus/file-store $FILE_STORE_VERSION (\`tests/peers/node/tus-server.mjs\`), both on 127.0.0.1, both storing on $(df -T "$STORE" | awk 'NR==2 {print $2}') ($STORE)"
     echo "- file: ${UPLOAD_MIB} MiB of random bytes; $RUNS run(s) per row, interleaved (each run starts one row later), median shown; every stored file compared with cmp, then deleted"
     [ -z "${CLIENT_CPUS:-}" ] || echo "- clients pinned: every client ran under \`taskset -c $CLIENT_CPUS\`; the servers were not pinned"
-    echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BUSY of $UPLOADS uploads; highest 1-minute load average $LOAD_MAX"
+    echo "- noise: compilers (rustc, cc, ld) of other users were running at the start of $BENCH_BUSY of $BENCH_SAMPLES uploads; highest 1-minute load average $BENCH_LOAD_MAX"
     echo
     echo "| case | client → server | runs ok | median wall s | MiB/s | client CPU s | client peak RSS MiB | server CPU s | vs | ferry/peer time | ferry speedup |"
     echo "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
