@@ -30,6 +30,27 @@ fn have(tool: &str) -> bool {
     ok
 }
 
+/// `aria2c -x16 -s16 -k1M` writing `dir/name`, quiet and with no user config; add options and
+/// the URL.
+fn aria2c(dir: &std::path::Path, name: &str) -> Command {
+    let mut c = Command::new("aria2c");
+    c.args([
+        "-x16",
+        "-s16",
+        "-k1M",
+        "--file-allocation=none",
+        "--allow-overwrite=true",
+        "--auto-file-renaming=false",
+        "--no-conf",
+        "--console-log-level=warn",
+        "--summary-interval=0",
+        "-d",
+    ])
+    .arg(dir)
+    .args(["-o", name]);
+    c
+}
+
 fn run(cmd: &mut Command) -> Output {
     let out = cmd.stdin(Stdio::null()).output().expect("run a client");
     assert!(
@@ -153,22 +174,7 @@ fn curl_aria2c_and_ferry_get_download_byte_identical_files() {
     }
 
     if have("aria2c") {
-        run(Command::new("aria2c")
-            .args([
-                "-x16",
-                "-s16",
-                "-k1M",
-                "--file-allocation=none",
-                "--allow-overwrite=true",
-                "--auto-file-renaming=false",
-                "--no-conf",
-                "--max-tries=3",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-                "-d",
-            ])
-            .arg(&out)
-            .args(["-o", "aria2.bin", &url]));
+        run(aria2c(&out, "aria2.bin").args(["--max-tries=3", &url]));
         assert!(
             files_equal(&src, &out.join("aria2.bin")),
             "aria2c's file differs\n{}",
@@ -234,22 +240,7 @@ fn a_token_is_required_and_accepted_as_query_or_bearer() {
     }
 
     if have("aria2c") {
-        run(Command::new("aria2c")
-            .args([
-                "-x16",
-                "-s16",
-                "-k1M",
-                "--file-allocation=none",
-                "--allow-overwrite=true",
-                "--auto-file-renaming=false",
-                "--no-conf",
-                "--console-log-level=warn",
-                "--summary-interval=0",
-                &format!("--header={bearer}"),
-                "-d",
-            ])
-            .arg(&out)
-            .args(["-o", "aria2.bin", &url]));
+        run(aria2c(&out, "aria2.bin").args([&format!("--header={bearer}"), &url]));
         assert!(files_equal(&src, &out.join("aria2.bin")));
     }
 
