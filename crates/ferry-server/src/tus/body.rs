@@ -259,6 +259,10 @@ impl LowWater {
     fn apply(&mut self) {
         let mut mark = 1;
         if !self.paused && self.remaining > IN_FLIGHT + LOW_WATER as u64 {
+            if self.mark == LOW_WATER {
+                // At the top already: no need to ask the kernel for the buffer per frame.
+                return;
+            }
             let eighth = self.socket.recv_buffer().unwrap_or(0) / 8;
             if eighth >= LOW_WATER_MIN {
                 mark = eighth.min(LOW_WATER);
