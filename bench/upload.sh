@@ -198,50 +198,26 @@ start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
 # --- rows -----------------------------------------------------------------------------------
 # Per row: label, the client's options, the server (ferry or tus), the ferry row it is compared
 # with. Every upload gets its own metadata filename (ferry serve refuses to overwrite).
-# CLIENT: tus (tus-js-client) or put (ferry put). REF: the row whose client is ferry's side of the
-# comparison (ferry put against tus-js-client; ferry serve against @tus/server).
+# CLIENT: tus (tus-js-client), put (ferry put) or many (bench/upload-clients.sh). REF: the row
+# whose client is ferry's side of the comparison (ferry put against tus-js-client; ferry serve
+# against @tus/server).
 UP="$NODE $PEERS/upload.mjs $SRC_FILE"
 # shellcheck disable=SC2206
 ROWS=(${UPLOAD_ROWS:-put-x4 ferry-p4 put-x1 ferry-seq tus-node ferry-c4 tus-c4})
 declare -A LABEL OPTS SERVER REF CLIENT
-LABEL[put-x4]='ferry put -x 4 → ferry serve'
-OPTS[put-x4]='-x 4'
-SERVER[put-x4]=ferry
-CLIENT[put-x4]=put
-LABEL[ferry-p4]='tus-js-client parallelUploads 4 → ferry serve'
-OPTS[ferry-p4]='--parallel 4'
-SERVER[ferry-p4]=ferry
-REF[ferry-p4]=put-x4
-LABEL[put-x1]='ferry put -x 1 → ferry serve'
-OPTS[put-x1]='-x 1'
-SERVER[put-x1]=ferry
-CLIENT[put-x1]=put
-LABEL[ferry-seq]='tus-js-client sequential → ferry serve'
-OPTS[ferry-seq]=''
-SERVER[ferry-seq]=ferry
-REF[ferry-seq]=put-x1
-LABEL[tus-node]='tus-js-client sequential → @tus/server'
-OPTS[tus-node]=''
-SERVER[tus-node]=tus
-REF[tus-node]=ferry-seq
-LABEL[ferry-c4]="$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → ferry serve"
-OPTS[ferry-c4]=''
-SERVER[ferry-c4]=ferry
-CLIENT[ferry-c4]=many
-LABEL[tus-c4]="$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → @tus/server"
-OPTS[tus-c4]=''
-SERVER[tus-c4]=tus
-CLIENT[tus-c4]=many
-REF[tus-c4]=ferry-c4
+# define_row ID LABEL CLIENT_OPTIONS SERVER CLIENT [REF]
+define_row() { LABEL[$1]=$2 OPTS[$1]=$3 SERVER[$1]=$4 CLIENT[$1]=$5 REF[$1]=${6:-}; }
+define_row put-x4 'ferry put -x 4 → ferry serve' '-x 4' ferry put
+define_row ferry-p4 'tus-js-client parallelUploads 4 → ferry serve' '--parallel 4' ferry tus put-x4
+define_row put-x1 'ferry put -x 1 → ferry serve' '-x 1' ferry put
+define_row ferry-seq 'tus-js-client sequential → ferry serve' '' ferry tus put-x1
+define_row tus-node 'tus-js-client sequential → @tus/server' '' tus tus ferry-seq
+define_row ferry-c4 "$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → ferry serve" '' ferry many
+define_row tus-c4 "$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → @tus/server" '' tus many ferry-c4
 if [ -n "$CHUNK_MIB" ]; then
     ROWS+=(ferry-chunk tus-chunk)
-    LABEL[ferry-chunk]="tus-js-client ${CHUNK_MIB} MiB chunks → ferry serve"
-    OPTS[ferry-chunk]="--chunk-size $((CHUNK_MIB << 20))"
-    SERVER[ferry-chunk]=ferry
-    LABEL[tus-chunk]="tus-js-client ${CHUNK_MIB} MiB chunks → @tus/server"
-    OPTS[tus-chunk]="--chunk-size $((CHUNK_MIB << 20))"
-    SERVER[tus-chunk]=tus
-    REF[tus-chunk]=ferry-chunk
+    define_row ferry-chunk "tus-js-client ${CHUNK_MIB} MiB chunks → ferry serve" "--chunk-size $((CHUNK_MIB << 20))" ferry tus
+    define_row tus-chunk "tus-js-client ${CHUNK_MIB} MiB chunks → @tus/server" "--chunk-size $((CHUNK_MIB << 20))" tus tus ferry-chunk
 fi
 CASE="${UPLOAD_MIB}MiB"
 
