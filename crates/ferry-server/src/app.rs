@@ -2,13 +2,15 @@
 //! metrics, CORS, method override, authentication), the expiry task and graceful shutdown.
 
 use crate::auth::{self, Auth};
+use crate::data::DataStore;
+use crate::data::local::LocalDir;
 use crate::metrics::Metrics;
 use crate::safepath::STATE_DIR;
 use crate::socket::ConnSocket;
-use crate::staging::Staging;
 use crate::store::redb::RedbStore;
-use crate::store::{Store, StoreError};
-use crate::tus::{self, Uploads};
+use crate::store::{StateStore, StoreError};
+use crate::tus;
+use crate::uploads::{Policy, Uploads};
 use axum::Router;
 use axum::extract::{Path as UrlPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -22,9 +24,11 @@ use std::time::Duration;
 
 /// What `ferry serve` was asked for.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The served directory.
     pub root: PathBuf,
+    /// Who may do what.
     pub auth: Auth,
     /// Largest upload accepted (`Tus-Max-Size`); `None` for no limit.
     pub max_upload_size: Option<u64>,
@@ -35,6 +39,8 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
+    /// Serves `root` to `auth`'s users with the default limits (no size limit, 24 h expiry,
+    /// 60 s idle timeout).
     pub fn new(root: impl Into<PathBuf>, auth: Auth) -> ServerConfig {
         ServerConfig {
             root: root.into(),
@@ -48,11 +54,15 @@ impl ServerConfig {
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ServerError {
+    /// The served directory cannot be used.
     #[error("cannot serve {0}: {1}")]
-    Root(PathBuf, std::io::Error),
+    Root(PathBuf, #[source] std::io::Error),
+    /// The state directory cannot be created.
     #[error("cannot create the state directory under {0}: {1}")]
-    StateDir(PathBuf, std::io::Error),
+    StateDir(PathBuf, #[source] std::io::Error),
+    /// The state store cannot be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -78,43 +88,38 @@ impl Server {
                 std::io::Error::other("not a directory"),
             ));
         }
-        let staging = Staging::open(&root).map_err(|e| ServerError::StateDir(root.clone(), e))?;
-        let store: Arc<dyn Store> =
+        let data = LocalDir::open(&root).map_err(|e| ServerError::StateDir(root.clone(), e))?;
+        let state: Arc<dyn StateStore> =
             Arc::new(RedbStore::open(&root.join(STATE_DIR).join("state.redb"))?);
-        Ok(Server::with_store(
-            root,
-            config.auth.clone(),
-            store,
-            staging,
-            &config,
-        ))
+        Ok(Server::with_stores(root, state, Arc::new(data), &config))
     }
 
-    /// A server over any [`Store`] (e.g. a shared one).
-    pub fn with_store(
+    /// A server over any [`StateStore`] and [`DataStore`] (e.g. shared ones, or in memory).
+    /// `root` is the canonical served directory of the file side.
+    pub fn with_stores(
         root: PathBuf,
-        auth: Auth,
-        store: Arc<dyn Store>,
-        staging: Staging,
+        state: Arc<dyn StateStore>,
+        data: Arc<dyn DataStore>,
         config: &ServerConfig,
     ) -> Server {
         let metrics = Arc::new(Metrics::default());
-        let multi_user = auth.multi_user();
-        let uploads = Arc::new(Uploads::new(
-            store,
-            staging,
-            metrics.clone(),
-            config.max_upload_size,
-            config.upload_expiry,
-            config.idle_timeout,
-            multi_user,
-        ));
+        let mut policy = Policy::new();
+        policy.max_size = config.max_upload_size;
+        policy.expiry = config.upload_expiry;
+        policy.idle_timeout = config.idle_timeout;
+        policy.multi_user = config.auth.multi_user();
+        let uploads = Arc::new(Uploads::new(state, data, metrics.clone(), policy));
         Server {
             root,
-            auth: Arc::new(auth),
+            auth: Arc::new(config.auth.clone()),
             metrics,
             uploads,
         }
+    }
+
+    /// The name of the state store in use (`redb`, `memory`, …).
+    pub fn state_store(&self) -> &'static str {
+        self.uploads.state().name()
     }
 
     /// The canonical served directory.
@@ -161,10 +166,10 @@ impl Server {
     ) -> std::io::Result<()> {
         let uploads = self.uploads.clone();
         let expiry = tokio::spawn(async move {
-            let every =
-                (uploads.expiry / 4).clamp(Duration::from_millis(250), Duration::from_secs(60));
+            let every = (uploads.policy().expiry / 4)
+                .clamp(Duration::from_millis(250), Duration::from_secs(60));
             loop {
-                match tus::expire(&uploads).await {
+                match uploads.expire().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("expired {n} unfinished upload(s)"),
                     Err(e) => tracing::warn!("upload expiry: {e}"),
@@ -280,7 +285,7 @@ async fn file(
 }
 
 async fn metrics(State(s): State<Arc<FilesState>>) -> Response {
-    match tus::active_count(&s.uploads).await {
+    match s.uploads.active_count().await {
         Ok(active) => (
             [(
                 header::CONTENT_TYPE,

@@ -1,21 +1,28 @@
 //! ferry's server (`ferry serve`): a directory served with full HTTP Range support, and a tus 1.0
-//! resumable upload endpoint with users, ownership, locking and expiry, its state kept in an
-//! embedded store behind a trait.
+//! resumable upload endpoint with users, ownership, locking and expiry.
+//!
+//! Layers, top to bottom: [`app`] (the router, authentication, CORS, shutdown); the front ends
+//! [`files`] (GET/HEAD with ranges) and [`tus`] (uploads: typed requests in, responses out); the
+//! upload core [`uploads`] (the life of an upload, one [`uploads::Refusal`] type mapped to HTTP
+//! status in one place); and two storage traits: [`store::StateStore`] (records, reservations,
+//! owners, leased locks; redb or in memory) and [`data::DataStore`] (staged bytes and landing;
+//! a local directory).
 //!
 //! URL layout: `GET/HEAD /files/<path>` serves the directory, `/uploads/` is the tus endpoint,
 //! `/` is an HTML listing and `/metrics` the Prometheus counters.
 
 pub mod app;
 pub mod auth;
+pub mod data;
 pub mod files;
 pub mod http_range;
 pub mod listing;
 pub mod metrics;
 pub mod safepath;
 pub mod socket;
-pub mod staging;
 pub mod store;
 pub mod tus;
+pub mod uploads;
 
 pub use app::{Server, ServerConfig, ServerError};
 pub use auth::Auth;

@@ -1,7 +1,7 @@
 //! The socket a request came in on, as its handler may see it: an axum connect-info holding a
 //! duplicate of the accepted connection's descriptor, so a handler can tune the socket for what
 //! the request needs. Uploads use it to raise `SO_RCVLOWAT` while a large body streams in
-//! (see `tus::body`).
+//! (see `data::body`).
 
 use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequestParts};

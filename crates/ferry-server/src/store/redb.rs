@@ -4,23 +4,24 @@
 //! a second opener), so in-process locks are complete. After an I/O error (a full disk) redb
 //! refuses all further work until reopened; the store reopens it on the next request.
 
-use super::{Created, Store, StoreError, UploadLock, UploadRecord};
+use super::{
+    Created, LocalLocks, StateStore, StoreError, UploadLock, UploadRecord, decode, encode,
+};
 use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const UPLOADS: TableDefinition<&str, &str> = TableDefinition::new("uploads");
 const TARGETS: TableDefinition<&str, &str> = TableDefinition::new("targets");
 const OWNERS: TableDefinition<&str, &str> = TableDefinition::new("file_owners");
 
-/// redb-backed [`Store`].
+/// redb-backed [`StateStore`].
 pub struct RedbStore {
     path: PathBuf,
     db: Arc<RwLock<Arc<Database>>>,
-    locks: Arc<Mutex<HashSet<String>>>,
+    locks: LocalLocks,
 }
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
@@ -31,21 +32,21 @@ fn backend(e: impl Into<redb::Error>) -> StoreError {
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             ) =>
         {
-            StoreError::DiskFull(io.to_string())
+            StoreError::DiskFull(io)
         }
         redb::Error::PreviousIo => StoreError::Poisoned,
-        e => StoreError::Backend(e.to_string()),
+        e => StoreError::Backend(Box::new(e)),
     }
 }
 
 fn open_db(path: &Path) -> Result<Database, StoreError> {
     Database::create(path).map_err(|e| match e {
-        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Backend(format!(
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::backend(format!(
             "{} is in use by another ferry serve process; stop it, or serve another directory",
             path.display()
         )),
         redb::DatabaseError::Storage(s) => backend(s),
-        e => StoreError::Backend(format!("cannot open {}: {e}", path.display())),
+        e => StoreError::backend(format!("cannot open {}: {e}", path.display())),
     })
 }
 
@@ -91,7 +92,7 @@ fn reopen(
 fn in_memory() -> Result<Database, StoreError> {
     Database::builder()
         .create_with_backend(redb::backends::InMemoryBackend::new())
-        .map_err(|e| StoreError::Backend(e.to_string()))
+        .map_err(|e| StoreError::Backend(Box::new(e)))
 }
 
 impl RedbStore {
@@ -107,7 +108,7 @@ impl RedbStore {
         Ok(RedbStore {
             path: path.to_path_buf(),
             db: Arc::new(RwLock::new(Arc::new(db))),
-            locks: Arc::new(Mutex::new(HashSet::new())),
+            locks: LocalLocks::default(),
         })
     }
 
@@ -131,36 +132,12 @@ impl RedbStore {
             }
         })
         .await
-        .map_err(|e| StoreError::Backend(e.to_string()))?
-    }
-}
-
-fn encode(rec: &UploadRecord) -> String {
-    serde_json::to_string(rec).expect("records always serialise")
-}
-
-fn decode(id: &str, json: &str) -> Result<UploadRecord, StoreError> {
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(id.to_owned(), e))
-}
-
-struct MemLock {
-    id: String,
-    locks: Arc<Mutex<HashSet<String>>>,
-}
-
-impl UploadLock for MemLock {}
-
-impl Drop for MemLock {
-    fn drop(&mut self) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
     }
 }
 
 #[async_trait]
-impl Store for RedbStore {
+impl StateStore for RedbStore {
     async fn create(&self, rec: &UploadRecord) -> Result<Created, StoreError> {
         let rec = rec.clone();
         self.blocking(move |db| {
@@ -292,14 +269,11 @@ impl Store for RedbStore {
     }
 
     async fn try_lock(&self, id: &str) -> Result<Option<Box<dyn UploadLock>>, StoreError> {
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if !locks.insert(id.to_owned()) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(MemLock {
-            id: id.to_owned(),
-            locks: self.locks.clone(),
-        })))
+        Ok(self.locks.try_lock(id))
+    }
+
+    fn name(&self) -> &'static str {
+        "redb"
     }
 }
 

@@ -1,6 +1,7 @@
 //! Parsing and formatting of the tus 1.0 request headers: `Upload-Metadata`, `Upload-Checksum`,
 //! `Upload-Concat`, lengths and offsets, and the hashers behind the checksum extension.
 
+pub use crate::data::Checksum;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 pub use ferry_core::verify::{Algorithm, Hasher};
@@ -17,6 +18,7 @@ pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 /// A header value that breaks the protocol (answered with 400).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("{0}")]
+#[non_exhaustive]
 pub struct BadHeader(pub String);
 
 /// `Upload-Metadata`: comma-separated `key base64value` pairs (value optional).
@@ -71,11 +73,14 @@ pub fn parse_u64(name: &str, raw: &str) -> Result<u64, BadHeader> {
 /// `Upload-Concat` of a creation request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Concat {
+    /// `partial`: a part of a later final upload.
     Partial,
-    /// Upload ids of the parts, in order (taken from the last path segment of each URL).
+    /// `final;…`: upload ids of the parts, in order (taken from the last path segment of each URL).
     Final(Vec<String>),
 }
 
+/// Parses `Upload-Concat`: `partial` or `final;URL URL…` (the upload ids are the URLs' last
+/// path segments).
 pub fn parse_concat(raw: &str) -> Result<Concat, BadHeader> {
     let raw = raw.trim();
     if raw == "partial" {
@@ -109,23 +114,19 @@ pub fn parse_concat(raw: &str) -> Result<Concat, BadHeader> {
     Ok(Concat::Final(ids))
 }
 
-/// An `Upload-Checksum` header: the algorithm and the expected digest of the request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Checksum {
-    pub algorithm: Algorithm,
-    pub expected: Vec<u8>,
-}
-
 /// Why an `Upload-Checksum` cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChecksumError {
     /// The algorithm is not supported (answered with 400, as the spec asks).
     #[error("Upload-Checksum: algorithm {0:?} is not supported; use one of {CHECKSUM_ALGORITHMS}")]
     Unsupported(String),
+    /// The header is not `ALGORITHM BASE64` with a digest of the algorithm's length.
     #[error("Upload-Checksum: {0}")]
     Malformed(String),
 }
 
+/// Parses `Upload-Checksum`: `ALGORITHM BASE64-DIGEST`.
 pub fn parse_checksum(raw: &str) -> Result<Checksum, ChecksumError> {
     let mut words = raw.split_whitespace();
     let (Some(name), Some(b64), None) = (words.next(), words.next(), words.next()) else {

@@ -1,38 +1,32 @@
-//! Upload data on disk: staged files under the state directory, the atomic move of a finished
-//! upload to its target (never replacing an existing file unless asked), and the assembly of a
-//! concatenated upload from its parts (copy_file_range where the OS allows, via `io::copy`).
+//! [`LocalDir`], the [`DataStore`] on a local (or shared) filesystem: staged files under the
+//! served directory's state directory (`DIR/.ferry/uploads/<id>`), appends streamed in by
+//! [`body::write_body`], an unverified-bytes mark beside a file while a checksummed append is
+//! in flight, the atomic move of a finished upload to its target (never replacing an existing
+//! file unless asked), and the assembly of a concatenated upload from its parts
+//! (copy_file_range where the OS allows, via `io::copy`).
 
-use crate::safepath::{self, PathError, STATE_DIR};
+use super::body::{self, write_body};
+use super::{AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming};
+use crate::safepath::{self, STATE_DIR};
+use async_trait::async_trait;
+use ferry_core::verify::Hasher;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// The staging area of one served directory.
 #[derive(Debug, Clone)]
-pub struct Staging {
+pub struct LocalDir {
     root: PathBuf,
     dir: PathBuf,
 }
 
-/// Why a finished upload could not land.
-#[derive(Debug, thiserror::Error)]
-pub enum LandError {
-    #[error("{0} already exists")]
-    Exists(String),
-    #[error("{0} is a directory")]
-    IsDirectory(String),
-    #[error("target {0}: {1}")]
-    BadPath(String, PathError),
-    #[error("cannot move the upload to {0}: {1}")]
-    Io(String, io::Error),
-}
-
-impl Staging {
+impl LocalDir {
     /// Creates `<root>/.ferry/uploads` if needed. `root` must be canonical.
-    pub fn open(root: &Path) -> io::Result<Staging> {
+    pub fn open(root: &Path) -> io::Result<LocalDir> {
         let dir = root.join(STATE_DIR).join("uploads");
         std::fs::create_dir_all(&dir)?;
-        Ok(Staging {
+        Ok(LocalDir {
             root: root.to_path_buf(),
             dir,
         })
@@ -45,7 +39,7 @@ impl Staging {
 
     /// Creates the empty data file of a new upload and, when the length is known, reserves the
     /// disk space for it (so a full disk is reported at creation, not half-way).
-    pub fn create(&self, id: &str, length: Option<u64>) -> io::Result<()> {
+    fn create_sync(&self, id: &str, length: Option<u64>) -> io::Result<()> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -59,7 +53,7 @@ impl Staging {
     }
 
     /// Bytes staged so far (the upload's offset), `None` if the data file is gone.
-    pub fn staged_len(&self, id: &str) -> io::Result<Option<u64>> {
+    fn staged_len(&self, id: &str) -> io::Result<Option<u64>> {
         match std::fs::metadata(self.data_path(id)) {
             Ok(m) => Ok(Some(m.len())),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -68,14 +62,14 @@ impl Staging {
     }
 
     /// Cuts unverified bytes off the data file.
-    pub fn truncate(&self, id: &str, len: u64) -> io::Result<()> {
+    fn truncate(&self, id: &str, len: u64) -> io::Result<()> {
         let file = OpenOptions::new().write(true).open(self.data_path(id))?;
         file.set_len(len)?;
         file.sync_data()
     }
 
     /// Deletes the staged data and its marks (missing is fine).
-    pub fn delete(&self, id: &str) -> io::Result<()> {
+    fn delete_sync(&self, id: &str) -> io::Result<()> {
         self.clear_unverified(id)?;
         remove_if_present(&self.data_path(id))
     }
@@ -88,16 +82,16 @@ impl Staging {
     /// A mark found with no writer (after a crash) means: cut the file back to `offset`.
     /// A small file beside the data rather than a store transaction: it costs no fsync, and
     /// it only has to outlive the process, like the page-cache bytes it guards.
-    pub fn mark_unverified(&self, id: &str, offset: u64) -> io::Result<()> {
+    fn mark_unverified(&self, id: &str, offset: u64) -> io::Result<()> {
         std::fs::write(self.unverified_path(id), offset.to_string())
     }
 
-    pub fn clear_unverified(&self, id: &str) -> io::Result<()> {
+    fn clear_unverified(&self, id: &str) -> io::Result<()> {
         remove_if_present(&self.unverified_path(id))
     }
 
     /// The offset of an unverified-bytes mark, if one is set.
-    pub fn unverified(&self, id: &str) -> io::Result<Option<u64>> {
+    fn unverified(&self, id: &str) -> io::Result<Option<u64>> {
         match std::fs::read_to_string(self.unverified_path(id)) {
             Ok(text) => Ok(Some(text.trim().parse().map_err(|_| {
                 io::Error::new(io::ErrorKind::InvalidData, "bad unverified-bytes mark")
@@ -109,26 +103,26 @@ impl Staging {
 
     /// Whether `target` may be written: `Ok(false)` when nothing is there, `Ok(true)` when a
     /// file exists, an error for a directory or a path that escapes the root.
-    pub fn target_exists(&self, target: &str) -> Result<bool, LandError> {
+    fn target_exists_sync(&self, target: &str) -> Result<bool, DataError> {
         let path = self.target_path(target)?;
         match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => Err(LandError::IsDirectory(target.to_owned())),
+            Ok(m) if m.is_dir() => Err(DataError::TargetIsDirectory(target.to_owned())),
             Ok(_) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(LandError::Io(target.to_owned(), e)),
+            Err(e) => Err(DataError::io("looking at the target", e)),
         }
     }
 
     /// The absolute path of `target`; its existing ancestors must resolve inside the root.
-    fn target_path(&self, target: &str) -> Result<PathBuf, LandError> {
-        let rel = safepath::target(target).map_err(|e| LandError::BadPath(target.into(), e))?;
+    fn target_path(&self, target: &str) -> Result<PathBuf, DataError> {
+        let rel = safepath::target(target).map_err(|e| DataError::TargetPath(target.into(), e))?;
         // The deepest existing ancestor, resolved, must lie inside the root (no symlink escape).
         let mut ancestor = rel.parent();
         while let Some(a) = ancestor {
             let abs = self.root.join(a);
             if let Ok(canonical) = abs.canonicalize() {
                 safepath::check_inside(&self.root, &canonical)
-                    .map_err(|e| LandError::BadPath(target.into(), e))?;
+                    .map_err(|e| DataError::TargetPath(target.into(), e))?;
                 break;
             }
             ancestor = a.parent();
@@ -138,17 +132,17 @@ impl Staging {
 
     /// Moves the staged data of `id` to `target` atomically. Without `overwrite`, an existing
     /// target is never replaced (RENAME_NOREPLACE). Missing parent directories are created.
-    pub fn land(&self, id: &str, target: &str, overwrite: bool) -> Result<(), LandError> {
+    fn land_sync(&self, id: &str, target: &str, overwrite: bool) -> Result<(), DataError> {
         let dest = self.target_path(target)?;
-        let io_err = |e| LandError::Io(target.to_owned(), e);
+        let io_err = |e| DataError::io("moving the upload into place", e);
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(io_err)?;
             let canonical = parent.canonicalize().map_err(io_err)?;
             safepath::check_inside(&self.root, &canonical)
-                .map_err(|e| LandError::BadPath(target.into(), e))?;
+                .map_err(|e| DataError::TargetPath(target.into(), e))?;
         }
         if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_dir()) {
-            return Err(LandError::IsDirectory(target.to_owned()));
+            return Err(DataError::TargetIsDirectory(target.to_owned()));
         }
         let src = self.data_path(id);
         // The bytes reach the disk before the name points at them.
@@ -160,7 +154,7 @@ impl Staging {
         } else {
             rename_noreplace(&src, &dest).map_err(|e| {
                 if e.kind() == io::ErrorKind::AlreadyExists {
-                    LandError::Exists(target.to_owned())
+                    DataError::TargetExists(target.to_owned())
                 } else {
                     io_err(e)
                 }
@@ -180,7 +174,7 @@ impl Staging {
     /// Every step can be redone after a crash: an append checks the length already reached
     /// and cuts off a half-done one; the parts after the first stay intact until the caller
     /// deletes them; and once the result is renamed to `id`, it is recognised by its length.
-    pub fn assemble(&self, id: &str, parts: &[String], lengths: &[u64]) -> io::Result<u64> {
+    fn assemble_sync(&self, id: &str, parts: &[String], lengths: &[u64]) -> io::Result<u64> {
         let total: u64 = lengths.iter().sum();
         let dest = self.data_path(id);
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == total) {
@@ -254,36 +248,184 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Runs blocking filesystem work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, DataError> + Send + 'static,
+) -> Result<T, DataError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DataError::io(what, io::Error::other(e)))?
+}
+
+#[async_trait]
+impl DataStore for LocalDir {
+    async fn create(&self, id: &str, length: Option<u64>) -> Result<(), DataError> {
+        let (dir, id) = (self.clone(), id.to_owned());
+        blocking("creating the upload", move || {
+            dir.create_sync(&id, length)
+                .map_err(|e| DataError::io("creating the upload", e))
+        })
+        .await
+    }
+
+    async fn offset(&self, id: &str) -> Result<Option<u64>, DataError> {
+        if let Some(from) = self
+            .unverified(id)
+            .map_err(|e| DataError::io("reading the upload", e))?
+        {
+            return Ok(Some(from));
+        }
+        self.staged_len(id)
+            .map_err(|e| DataError::io("reading the upload", e))
+    }
+
+    async fn append(&self, id: &str, body: Incoming, limits: AppendLimits<'_>) -> Appended {
+        let offset = limits.offset;
+        if limits.checksum.is_some() {
+            // Bytes written from here are unverified until the digest matches; a crash in
+            // between leaves this mark, and the next writer cuts them off (`recover`).
+            if let Err(e) = self.mark_unverified(id, offset) {
+                let drained = body::drain(&mut body.body.into_data_stream()).await;
+                return Appended {
+                    received: 0,
+                    kept: 0,
+                    verified: None,
+                    end: BodyEnd::Disk(e),
+                    drained,
+                };
+            }
+        }
+        let outcome = write_body(
+            body.body,
+            body.socket,
+            self.data_path(id),
+            offset,
+            limits.room,
+            limits.checksum.map(|c| Hasher::new(c.algorithm)),
+            limits.idle,
+        )
+        .await;
+        let mut appended = Appended {
+            received: outcome.written,
+            kept: outcome.written,
+            verified: None,
+            end: outcome.end,
+            drained: outcome.drained,
+        };
+        if let Some(c) = limits.checksum {
+            let matched = matches!(appended.end, BodyEnd::Complete)
+                && outcome.digest.as_deref() == Some(c.expected.as_slice());
+            if !matched {
+                appended.kept = 0;
+                if let Err(e) = self.truncate(id, offset) {
+                    appended.end = BodyEnd::Disk(e);
+                }
+            }
+            if let Err(e) = self.clear_unverified(id) {
+                appended.end = BodyEnd::Disk(e);
+            }
+            appended.verified = Some(matched);
+        } else if matches!(appended.end, BodyEnd::Disk(_))
+            && let Ok(Some(len)) = self.staged_len(id)
+        {
+            // A failed write may have left part of a buffer in the file: those are real bytes.
+            appended.kept = len.saturating_sub(offset);
+        }
+        appended
+    }
+
+    async fn recover(&self, id: &str) -> Result<(), DataError> {
+        let mark = self
+            .unverified(id)
+            .map_err(|e| DataError::io("reading the upload", e))?;
+        if let Some(from) = mark {
+            self.truncate(id, from)
+                .and_then(|()| self.clear_unverified(id))
+                .map_err(|e| DataError::io("discarding unverified bytes", e))?;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), DataError> {
+        self.delete_sync(id)
+            .map_err(|e| DataError::io("deleting the upload", e))
+    }
+
+    async fn assemble(&self, id: &str, parts: &[(String, u64)]) -> Result<u64, DataError> {
+        let (dir, id) = (self.clone(), id.to_owned());
+        let (ids, lengths): (Vec<String>, Vec<u64>) = parts.iter().cloned().unzip();
+        blocking("assembling the parts", move || {
+            dir.assemble_sync(&id, &ids, &lengths)
+                .map_err(|e| DataError::io("assembling the parts", e))
+        })
+        .await
+    }
+
+    async fn unassemble(&self, id: &str, parts: &[String]) -> Result<(), DataError> {
+        // The assembled data grew from the first part's file: it goes back there, and the next
+        // assembly recognises the parts already appended.
+        let assembled = self.data_path(id);
+        if assembled.exists()
+            && let Some(first) = parts.first()
+        {
+            std::fs::rename(&assembled, self.data_path(first))
+                .map_err(|e| DataError::io("undoing the assembly", e))?;
+        }
+        Ok(())
+    }
+
+    async fn target_exists(&self, target: &str) -> Result<bool, DataError> {
+        self.target_exists_sync(target)
+    }
+
+    async fn land(&self, id: &str, target: &str, overwrite: bool) -> Result<(), DataError> {
+        if self
+            .staged_len(id)
+            .map_err(|e| DataError::io("reading the upload", e))?
+            .is_none()
+        {
+            return Err(DataError::Gone(id.to_owned()));
+        }
+        let (dir, id, target) = (self.clone(), id.to_owned(), target.to_owned());
+        blocking("moving the upload into place", move || {
+            dir.land_sync(&id, &target, overwrite)
+        })
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::safepath::PathError;
 
     #[test]
     fn land_never_replaces_unless_asked() {
         let root = tempfile::tempdir().unwrap();
         let root_path = root.path().canonicalize().unwrap();
-        let s = Staging::open(&root_path).unwrap();
-        s.create("a", Some(3)).unwrap();
+        let s = LocalDir::open(&root_path).unwrap();
+        s.create_sync("a", Some(3)).unwrap();
         std::fs::write(s.data_path("a"), b"abc").unwrap();
-        assert!(!s.target_exists("d/e.txt").unwrap());
-        s.land("a", "d/e.txt", false).unwrap();
+        assert!(!s.target_exists_sync("d/e.txt").unwrap());
+        s.land_sync("a", "d/e.txt", false).unwrap();
         assert_eq!(std::fs::read(root_path.join("d/e.txt")).unwrap(), b"abc");
-        s.create("b", None).unwrap();
+        s.create_sync("b", None).unwrap();
         std::fs::write(s.data_path("b"), b"xyz").unwrap();
-        assert!(s.target_exists("d/e.txt").unwrap());
+        assert!(s.target_exists_sync("d/e.txt").unwrap());
         assert!(matches!(
-            s.land("b", "d/e.txt", false),
-            Err(LandError::Exists(_))
+            s.land_sync("b", "d/e.txt", false),
+            Err(DataError::TargetExists(_))
         ));
         assert!(matches!(
-            s.land("b", "d", false),
-            Err(LandError::IsDirectory(_))
+            s.land_sync("b", "d", false),
+            Err(DataError::TargetIsDirectory(_))
         ));
-        s.land("b", "d/e.txt", true).unwrap();
+        s.land_sync("b", "d/e.txt", true).unwrap();
         assert_eq!(std::fs::read(root_path.join("d/e.txt")).unwrap(), b"xyz");
         assert!(matches!(
-            s.land("b", "../x", false),
-            Err(LandError::BadPath(_, PathError::Parent))
+            s.land_sync("b", "../x", false),
+            Err(DataError::TargetPath(_, PathError::Parent))
         ));
     }
 
@@ -293,30 +435,30 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let root_path = root.path().canonicalize().unwrap();
         std::os::unix::fs::symlink(outside.path(), root_path.join("out")).unwrap();
-        let s = Staging::open(&root_path).unwrap();
-        s.create("a", None).unwrap();
+        let s = LocalDir::open(&root_path).unwrap();
+        s.create_sync("a", None).unwrap();
         assert!(matches!(
-            s.land("a", "out/x", false),
-            Err(LandError::BadPath(_, PathError::Escapes))
+            s.land_sync("a", "out/x", false),
+            Err(DataError::TargetPath(_, PathError::Escapes))
         ));
         assert!(matches!(
-            s.target_exists("out/sub/x"),
-            Err(LandError::BadPath(_, PathError::Escapes))
+            s.target_exists_sync("out/sub/x"),
+            Err(DataError::TargetPath(_, PathError::Escapes))
         ));
     }
 
     #[test]
     fn assemble_concatenates() {
         let root = tempfile::tempdir().unwrap();
-        let s = Staging::open(&root.path().canonicalize().unwrap()).unwrap();
+        let s = LocalDir::open(&root.path().canonicalize().unwrap()).unwrap();
         for (id, data) in [("p1", &b"hello "[..]), ("p2", b"world")] {
-            s.create(id, None).unwrap();
+            s.create_sync(id, None).unwrap();
             std::fs::write(s.data_path(id), data).unwrap();
         }
         // A crash half-way through an append left junk past the first part: cut off and redone.
         std::fs::write(s.data_path("p1"), b"hello wo").unwrap();
         let parts = ["p1".to_string(), "p2".into()];
-        assert_eq!(s.assemble("f", &parts, &[6, 5]).unwrap(), 11);
+        assert_eq!(s.assemble_sync("f", &parts, &[6, 5]).unwrap(), 11);
         assert_eq!(std::fs::read(s.data_path("f")).unwrap(), b"hello world");
         assert!(
             !s.data_path("p1").exists(),
@@ -324,6 +466,6 @@ mod tests {
         );
         assert_eq!(std::fs::read(s.data_path("p2")).unwrap(), b"world");
         // Redone after the rename: recognised by its length.
-        assert_eq!(s.assemble("f", &parts, &[6, 5]).unwrap(), 11);
+        assert_eq!(s.assemble_sync("f", &parts, &[6, 5]).unwrap(), 11);
     }
 }

@@ -1,14 +1,15 @@
-//! Streaming a request body into a staged data file: a blocking writer thread fed through a
+//! Streaming a request body into a local staged data file: a blocking writer thread fed through a
 //! bounded channel (socket reads and disk writes overlap, memory stays bounded), an optional
 //! running checksum, a byte limit, and an idle timeout so a stalled client cannot hold an
 //! upload's lock forever. Every byte that reaches the file is kept and counted. While much of a
 //! body is still to come, the socket's receive low-water mark is raised ([`LowWater`]) so a
 //! fast sender wakes us per quarter MiB rather than per burst of segments.
 
-use super::headers::Hasher;
+use super::BodyEnd;
 use crate::socket::ConnSocket;
 use axum::body::{Body, HttpBody};
 use bytes::Bytes;
+use ferry_core::verify::Hasher;
 use futures_util::{FutureExt, StreamExt};
 use std::fs::OpenOptions;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -21,21 +22,6 @@ const BATCH_BYTES: usize = 1 << 20;
 /// Batches queued between the socket reader and the disk writer.
 const QUEUE_BATCHES: usize = 8;
 
-/// How reading the body ended.
-#[derive(Debug)]
-pub enum BodyEnd {
-    /// The whole body arrived and was written.
-    Complete,
-    /// The body went past `limit`: the first `limit` bytes were written, the rest refused.
-    Overflow,
-    /// The client went away or broke the framing.
-    ClientGone(String),
-    /// No byte arrived for the idle timeout.
-    Idle,
-    /// Writing failed (a full disk, an I/O error).
-    Disk(io::Error),
-}
-
 /// The result of [`write_body`].
 #[derive(Debug)]
 pub struct BodyOutcome {
@@ -43,6 +29,7 @@ pub struct BodyOutcome {
     pub written: u64,
     /// Digest of the written bytes, when a hasher was given.
     pub digest: Option<Vec<u8>>,
+    /// How reading the body ended.
     pub end: BodyEnd,
     /// After a refusal (overflow, disk error): whether the rest of the body was read, so the
     /// connection can stay open.
