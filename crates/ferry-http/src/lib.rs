@@ -9,6 +9,8 @@
 //!   or the blocking pool;
 //! - [`token`]: the token a request carries (bearer header, `?token=`, cookie).
 
+#![warn(missing_docs)]
+
 pub mod conditional;
 pub mod local;
 pub mod multipart;

@@ -44,9 +44,11 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// What a sender shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The format version ([`MANIFEST_VERSION`]).
     pub version: u32,
     /// Bytes per piece, for every file (each file's last piece may be shorter).
     pub piece_size: u64,
+    /// Every folder and file, in the fixed order described at the top of this module.
     pub entries: Vec<Entry>,
 }
 
@@ -55,75 +57,119 @@ pub struct Manifest {
 pub struct Entry {
     /// Relative, `/`-separated; the first component is the name of what was sent.
     pub path: String,
+    /// Folder or file (with its size and piece hashes).
     #[serde(flatten)]
     pub kind: EntryKind,
 }
 
+/// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A folder.
     Dir,
     /// `pieces`: lowercase hex BLAKE3 of each piece, in order (the last one may be short); an
     /// empty file has none.
     File {
+        /// Length in bytes.
         size: u64,
+        /// Piece hashes, lowercase hex.
         pieces: Vec<String>,
     },
 }
 
+/// Why a manifest could not be built from local paths, or a received one was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
+    /// No path was given.
     #[error("nothing to send: give at least one file or folder")]
     Nothing,
+    /// A given path does not exist.
     #[error("{}: no such file or folder; check the path", path.display())]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A file or folder could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// What was being read.
         path: PathBuf,
+        /// What reading said.
         #[source]
         source: std::io::Error,
     },
+    /// A given path has no final name (`/`, `..`).
     #[error(
         "{} has no name to send it under (like / or ..); give the path of the folder itself",
         path.display()
     )]
-    NoName { path: PathBuf },
+    NoName {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A name a receiver could not create safely.
     #[error("cannot send {}: its name {reason}; rename it, or leave it out", path.display())]
-    BadName { path: PathBuf, reason: String },
+    BadName {
+        /// The local path.
+        path: PathBuf,
+        /// What is wrong with the name.
+        reason: String,
+    },
+    /// Neither a regular file nor a folder.
     #[error(
         "cannot send {}: it is neither a regular file nor a folder (a device, socket or pipe)",
         path.display()
     )]
-    NotFileOrDir { path: PathBuf },
+    NotFileOrDir {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// Two given paths have the same final name.
     #[error(
         "{} and {} would both arrive as {name:?}; send them separately, or rename one",
         first.display(),
         second.display()
     )]
     SameName {
+        /// The shared name.
         name: String,
+        /// The first path with it.
         first: PathBuf,
+        /// The second path with it.
         second: PathBuf,
     },
+    /// A file got shorter while it was hashed.
     #[error(
         "{} changed while it was being hashed (it got shorter); send it again once nothing is \
          writing to it",
         path.display()
     )]
-    Changed { path: PathBuf },
+    Changed {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// A received manifest's version is newer than this ferry reads.
     #[error(
         "the peer's manifest is version {0}, from a newer ferry (this ferry reads version \
          {MANIFEST_VERSION}); update ferry on this machine"
     )]
     Newer(u32),
+    /// A received manifest is not valid JSON of the expected shape.
     #[error("invalid manifest from the peer (not a compatible ferry, or corrupted): {0}")]
     Json(#[source] serde_json::Error),
+    /// A received manifest breaks a rule that concerns it as a whole.
     #[error("invalid manifest from the peer: {0}")]
     Invalid(String),
+    /// A received manifest's entry breaks a rule.
     #[error("invalid manifest from the peer: entry {index} ({path:?}): {reason}")]
     InvalidEntry {
+        /// The entry's position.
         index: usize,
+        /// The entry's path as received.
         path: String,
+        /// The rule broken.
         reason: String,
     },
 }

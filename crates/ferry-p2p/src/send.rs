@@ -27,9 +27,13 @@ use std::time::Duration;
 /// What is being sent: the manifest, its exact bytes and hash, and the local file of each entry.
 #[derive(Debug, Clone)]
 pub struct Share {
+    /// The manifest.
     pub manifest: Manifest,
+    /// Its exact bytes, as served at `/manifest`.
     pub bytes: Vec<u8>,
+    /// BLAKE3 of `bytes` (what tickets name).
     pub hash: [u8; 32],
+    /// The local file of each manifest entry (`None` for folders).
     pub files: Vec<Option<PathBuf>>,
 }
 
@@ -53,9 +57,18 @@ impl Share {
 
 /// Why sending could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
-    #[error("cannot listen on {0}: {1}; pick another address with --listen")]
-    Listen(String, std::io::Error),
+    /// The listen address could not be bound (or its port read back).
+    #[error("cannot listen on {addr}: {source}; pick another address with --listen")]
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// What binding said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS identity could not be made.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -98,10 +111,14 @@ impl Sender {
     ) -> Result<Sender, SendError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| SendError::Listen(listen.to_owned(), e))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| SendError::Listen(listen.to_owned(), e))?;
+            .map_err(|source| SendError::Listen {
+                addr: listen.to_owned(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| SendError::Listen {
+            addr: listen.to_owned(),
+            source,
+        })?;
         let identity = tls::self_signed()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
         let token: [u8; 16] = rand::random();
@@ -132,6 +149,7 @@ impl Sender {
         })
     }
 
+    /// The ticket that points receivers at this sender.
     pub fn ticket(&self) -> &Ticket {
         &self.ticket
     }

@@ -39,6 +39,7 @@ const CHECKSUM_LEN: usize = 4;
 pub struct Ticket {
     /// Addresses of the sender, to try in order.
     pub addrs: Vec<IpAddr>,
+    /// The sender's TCP port.
     pub port: u16,
     /// The secret the receiver presents to the sender.
     pub token: [u8; 16],
@@ -48,26 +49,33 @@ pub struct Ticket {
     pub manifest: [u8; 32],
 }
 
+/// Why a ticket's text could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TicketError {
+    /// It does not start with `ferry` and a version number.
     #[error(
         "not a ferry ticket: a ticket starts with \"ferry1\"; copy the whole line that `ferry send` printed"
     )]
     NotATicket,
+    /// Its version is newer than this ferry reads.
     #[error(
         "this ticket was made by a newer ferry (version {0}; this ferry reads version {TICKET_VERSION}): \
          update ferry on this machine"
     )]
     Newer(u8),
+    /// The checksum does not match: a character was changed.
     #[error(
         "the ticket is damaged: a character was mistyped or changed (checksum mismatch); copy it \
          again from the sender's output"
     )]
     Damaged,
+    /// The text ends before the ticket does.
     #[error(
         "the ticket is truncated: its end is missing; copy the whole line that `ferry send` printed"
     )]
     Truncated,
+    /// It lists no address.
     #[error(
         "the ticket has no addresses to connect to; run `ferry send` on a machine with a network \
          address (or give it one with --listen)"
