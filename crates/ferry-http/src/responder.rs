@@ -401,3 +401,177 @@ fn body(
         f.next_frame().await.map(|frame| (frame, f))
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+
+    /// An in-memory representation streamed in small pieces, like a remote object would be;
+    /// `short` drops that many bytes from the end of every range (a broken store).
+    struct Memory {
+        data: Bytes,
+        piece: usize,
+        modified: Option<SystemTime>,
+        short: usize,
+    }
+
+    impl Representation for Memory {
+        fn len(&self) -> u64 {
+            self.data.len() as u64
+        }
+        fn etag(&self) -> &str {
+            "\"m1\""
+        }
+        fn modified(&self) -> Option<SystemTime> {
+            self.modified
+        }
+        fn content_type(&self) -> &str {
+            "text/plain"
+        }
+        fn read(self: Arc<Self>, range: ByteRange) -> RangeStream {
+            let end = (range.end as usize).saturating_sub(self.short);
+            let slice = self
+                .data
+                .slice(range.start as usize..end.max(range.start as usize));
+            let pieces: Vec<io::Result<Bytes>> = slice
+                .chunks(self.piece)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            Box::pin(futures_util::stream::iter(pieces))
+        }
+    }
+
+    fn memory(short: usize, modified: Option<SystemTime>) -> Arc<dyn Representation> {
+        Arc::new(Memory {
+            data: Bytes::from_static(b"0123456789abcdefghij"),
+            piece: 3,
+            modified,
+            short,
+        })
+    }
+
+    #[derive(Default)]
+    struct Paced(Mutex<Vec<u64>>);
+
+    impl Pacer for Paced {
+        fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+            self.0.lock().unwrap().push(n);
+            Box::pin(async {})
+        }
+    }
+
+    fn headers(list: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in list {
+            h.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    async fn body_of(res: Response<Body>) -> io::Result<Vec<u8>> {
+        match res.into_body().collect().await {
+            Ok(b) => Ok(b.to_bytes().to_vec()),
+            Err(e) => Err(io::Error::other(e.to_string())),
+        }
+    }
+
+    #[tokio::test]
+    async fn ranges_of_a_streamed_representation_are_counted_and_paced() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let pacer = Arc::new(Paced::default());
+        let options = Options {
+            counter: Some(counter.clone()),
+            pacer: Some(pacer.clone()),
+            multipart: true,
+        };
+        let rep = memory(0, None);
+        let res = respond(
+            rep.clone(),
+            false,
+            &headers(&[("range", "bytes=2-9")]),
+            &options,
+        );
+        assert_eq!(res.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(res.headers()["content-range"], "bytes 2-9/20");
+        assert_eq!(res.headers()["content-length"], "8");
+        assert!(res.headers().get("last-modified").is_none());
+        assert_eq!(body_of(res).await.unwrap(), b"23456789");
+        assert_eq!(counter.load(Ordering::Relaxed), 8);
+        assert_eq!(pacer.0.lock().unwrap().iter().sum::<u64>(), 8);
+
+        let res = respond(
+            rep.clone(),
+            false,
+            &headers(&[("range", "bytes=0-0,-2")]),
+            &options,
+        );
+        let len: u64 = res.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let body = body_of(res).await.unwrap();
+        assert_eq!(body.len() as u64, len);
+        let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"Content-Range: bytes 0-0/20\r\n\r\n0\r\n--"));
+        assert!(has(b"Content-Range: bytes 18-19/20\r\n\r\nij\r\n--"));
+        assert_eq!(counter.load(Ordering::Relaxed), 8 + len);
+
+        // HEAD sends and counts nothing.
+        let res = respond(rep, true, &HeaderMap::new(), &options);
+        assert_eq!(res.headers()["content-length"], "20");
+        assert!(body_of(res).await.unwrap().is_empty());
+        assert_eq!(counter.load(Ordering::Relaxed), 8 + len);
+    }
+
+    #[tokio::test]
+    async fn without_multipart_several_ranges_get_the_whole() {
+        let options = Options {
+            multipart: false,
+            ..Options::default()
+        };
+        let res = respond(
+            memory(0, None),
+            false,
+            &headers(&[("range", "bytes=0-1,5-6")]),
+            &options,
+        );
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(body_of(res).await.unwrap(), b"0123456789abcdefghij");
+    }
+
+    #[tokio::test]
+    async fn without_a_modification_time_date_conditions_are_ignored() {
+        let epoch = "Thu, 01 Jan 1970 00:00:00 GMT";
+        let rep = memory(0, None);
+        let o = Options::default();
+        for h in [
+            vec![("if-modified-since", epoch)],
+            vec![("if-unmodified-since", epoch)],
+            vec![("range", "bytes=0-1"), ("if-range", epoch)],
+        ] {
+            let res = respond(rep.clone(), false, &headers(&h), &o);
+            assert_eq!(res.status(), StatusCode::OK, "{h:?}");
+        }
+        let dated = memory(0, Some(SystemTime::UNIX_EPOCH));
+        let res = respond(dated, false, &headers(&[("if-modified-since", epoch)]), &o);
+        assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+        let res = respond(rep, false, &headers(&[("range", "bytes=20-")]), &o);
+        assert_eq!(res.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(res.headers()["content-range"], "bytes */20");
+    }
+
+    #[tokio::test]
+    async fn a_representation_that_ends_early_cuts_the_body() {
+        let res = respond(
+            memory(2, None),
+            false,
+            &HeaderMap::new(),
+            &Options::default(),
+        );
+        assert_eq!(res.headers()["content-length"], "20");
+        assert!(body_of(res).await.is_err());
+    }
+}
