@@ -269,8 +269,9 @@ fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
     }
 }
 
-/// Makes `res` a plain-text answer saying `msg`.
-fn set_text(res: &mut Response<Body>, msg: &str) {
+/// Makes `res` a plain-text answer saying `msg` (a line: `msg` and a newline), keeping its
+/// status and other headers.
+pub fn set_text(res: &mut Response<Body>, msg: &str) {
     let body = format!("{msg}\n");
     let h = res.headers_mut();
     h.insert(

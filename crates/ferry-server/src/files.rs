@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use ferry_http::LocalFile;
-use ferry_http::responder::{ByteCounter, Options, counted_bytes};
+use ferry_http::responder::{ByteCounter, Options, counted_bytes, set_text};
 use std::fs::{File, Metadata};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -220,17 +220,6 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     *res.status_mut() = status;
     set_text(&mut res, &msg.into());
     res
-}
-
-fn set_text(res: &mut Response, msg: &str) {
-    let body = format!("{msg}\n");
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    *res.body_mut() = Body::from(body);
 }
 
 fn refused(e: &PathError) -> Response {
