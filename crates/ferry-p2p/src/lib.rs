@@ -10,6 +10,8 @@
 //! - [`send`]: a share served over TLS (manifest and files, with ranges);
 //! - [`recv`]: fetching a share from one or more senders with the engine, verifying every piece.
 
+#![warn(missing_docs)]
+
 pub mod manifest;
 pub mod recv;
 pub mod send;

@@ -44,9 +44,11 @@ pub const MAX_NAME_BYTES: usize = 255;
 /// What a sender shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    /// The format version ([`MANIFEST_VERSION`]).
     pub version: u32,
     /// Bytes per piece, for every file (each file's last piece may be shorter).
     pub piece_size: u64,
+    /// Every folder and file, in the fixed order described at the top of this module.
     pub entries: Vec<Entry>,
 }
 
@@ -55,75 +57,119 @@ pub struct Manifest {
 pub struct Entry {
     /// Relative, `/`-separated; the first component is the name of what was sent.
     pub path: String,
+    /// Folder or file (with its size and piece hashes).
     #[serde(flatten)]
     pub kind: EntryKind,
 }
 
+/// What an entry is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EntryKind {
+    /// A folder.
     Dir,
     /// `pieces`: lowercase hex BLAKE3 of each piece, in order (the last one may be short); an
     /// empty file has none.
     File {
+        /// Length in bytes.
         size: u64,
+        /// Piece hashes, lowercase hex.
         pieces: Vec<String>,
     },
 }
 
+/// Why a manifest could not be built from local paths, or a received one was refused.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ManifestError {
+    /// No path was given.
     #[error("nothing to send: give at least one file or folder")]
     Nothing,
+    /// A given path does not exist.
     #[error("{}: no such file or folder; check the path", path.display())]
-    NotFound { path: PathBuf },
+    NotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A file or folder could not be read.
     #[error("cannot read {}: {source}", path.display())]
     Read {
+        /// What was being read.
         path: PathBuf,
+        /// What reading said.
         #[source]
         source: std::io::Error,
     },
+    /// A given path has no final name (`/`, `..`).
     #[error(
         "{} has no name to send it under (like / or ..); give the path of the folder itself",
         path.display()
     )]
-    NoName { path: PathBuf },
+    NoName {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A name a receiver could not create safely.
     #[error("cannot send {}: its name {reason}; rename it, or leave it out", path.display())]
-    BadName { path: PathBuf, reason: String },
+    BadName {
+        /// The local path.
+        path: PathBuf,
+        /// What is wrong with the name.
+        reason: String,
+    },
+    /// Neither a regular file nor a folder.
     #[error(
         "cannot send {}: it is neither a regular file nor a folder (a device, socket or pipe)",
         path.display()
     )]
-    NotFileOrDir { path: PathBuf },
+    NotFileOrDir {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// Two given paths have the same final name.
     #[error(
         "{} and {} would both arrive as {name:?}; send them separately, or rename one",
         first.display(),
         second.display()
     )]
     SameName {
+        /// The shared name.
         name: String,
+        /// The first path with it.
         first: PathBuf,
+        /// The second path with it.
         second: PathBuf,
     },
+    /// A file got shorter while it was hashed.
     #[error(
         "{} changed while it was being hashed (it got shorter); send it again once nothing is \
          writing to it",
         path.display()
     )]
-    Changed { path: PathBuf },
+    Changed {
+        /// The local path.
+        path: PathBuf,
+    },
+    /// A received manifest's version is newer than this ferry reads.
     #[error(
         "the peer's manifest is version {0}, from a newer ferry (this ferry reads version \
          {MANIFEST_VERSION}); update ferry on this machine"
     )]
     Newer(u32),
+    /// A received manifest is not valid JSON of the expected shape.
     #[error("invalid manifest from the peer (not a compatible ferry, or corrupted): {0}")]
     Json(#[source] serde_json::Error),
+    /// A received manifest breaks a rule that concerns it as a whole.
     #[error("invalid manifest from the peer: {0}")]
     Invalid(String),
+    /// A received manifest's entry breaks a rule.
     #[error("invalid manifest from the peer: entry {index} ({path:?}): {reason}")]
     InvalidEntry {
+        /// The entry's position.
         index: usize,
+        /// The entry's path as received.
         path: String,
+        /// The rule broken.
         reason: String,
     },
 }
@@ -611,6 +657,7 @@ fn hash_pieces(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::fs;
 
     /// Deterministic, not repetitive bytes.
@@ -1075,5 +1122,176 @@ mod tests {
             Manifest::parse(unknown).unwrap_err(),
             ManifestError::Json(_)
         ));
+    }
+
+    /// A name any receiver can create: letters, digits and a few safe punctuation marks, not
+    /// starting with a dot and not a device name.
+    fn safe_name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_][a-zA-Z0-9 _.-]{0,12}"
+            .prop_filter("a name check_name accepts", |n| check_name(n).is_ok())
+    }
+
+    /// A valid manifest: every folder listed before what it holds, no path twice, piece hashes
+    /// matching sizes.
+    fn valid_manifest() -> impl Strategy<Value = Manifest> {
+        let item = (
+            proptest::collection::vec(safe_name(), 1..4),
+            proptest::option::of(0u64..5 * MIN_PIECE_SIZE),
+            any::<u8>(),
+        );
+        (0u32..5, proptest::collection::vec(item, 1..12)).prop_map(|(shift, items)| {
+            let piece_size = MIN_PIECE_SIZE << shift;
+            let mut entries: Vec<Entry> = Vec::new();
+            let mut kinds: HashMap<String, bool> = HashMap::new();
+            'items: for (names, size, seed) in items {
+                for depth in 1..names.len() {
+                    let dir = names[..depth].join("/");
+                    match kinds.get(&dir) {
+                        Some(true) => {}
+                        Some(false) => continue 'items,
+                        None => {
+                            kinds.insert(dir.clone(), true);
+                            entries.push(Entry {
+                                path: dir,
+                                kind: EntryKind::Dir,
+                            });
+                        }
+                    }
+                }
+                let path = names.join("/");
+                if kinds.contains_key(&path) {
+                    continue;
+                }
+                kinds.insert(path.clone(), size.is_none());
+                let kind = match size {
+                    None => EntryKind::Dir,
+                    Some(size) => EntryKind::File {
+                        size,
+                        pieces: (0..size.div_ceil(piece_size))
+                            .map(|k| blake3::hash(&[seed, k as u8]).to_hex().to_string())
+                            .collect(),
+                    },
+                };
+                entries.push(Entry { path, kind });
+            }
+            Manifest {
+                version: MANIFEST_VERSION,
+                piece_size,
+                entries,
+            }
+        })
+    }
+
+    /// A component no receiver may create, or that leads elsewhere.
+    fn hostile_name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just(".".to_owned()),
+            Just("..".to_owned()),
+            safe_name().prop_map(|n| format!("{n}\\..")),
+            safe_name().prop_map(|n| format!("{n}\0")),
+            safe_name().prop_map(|n| format!("{n}\n")),
+            (
+                prop_oneof![
+                    Just("CON"),
+                    Just("nul"),
+                    Just("Com1"),
+                    Just("LPT9"),
+                    Just("aux")
+                ],
+                "(\\.[a-z]{1,3})?"
+            )
+                .prop_map(|(d, ext)| format!("{d}{ext}")),
+            "[a-z]{256,300}",
+        ]
+    }
+
+    /// Any JSON value, up to a small depth.
+    fn any_json() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,20}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("version".to_owned()),
+                        Just("piece_size".to_owned()),
+                        Just("entries".to_owned()),
+                        Just("path".to_owned()),
+                        Just("type".to_owned()),
+                        Just("size".to_owned()),
+                        Just("pieces".to_owned()),
+                        "[a-z]{1,6}",
+                    ],
+                    inner,
+                    0..8,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Manifest::parse(&bytes);
+        }
+
+        #[test]
+        fn arbitrary_json_never_panics(v in any_json(), version in 0u32..3, piece in any::<u64>()) {
+            let _ = Manifest::parse(v.to_string().as_bytes());
+            // Shaped like a manifest around arbitrary entries, so parsing gets past the header.
+            let shaped = serde_json::json!({"version": version, "piece_size": piece, "entries": [v]});
+            let _ = Manifest::parse(shaped.to_string().as_bytes());
+            let shaped = serde_json::json!({"version": 1, "piece_size": MIN_PIECE_SIZE, "entries": v});
+            let _ = Manifest::parse(shaped.to_string().as_bytes());
+        }
+
+        #[test]
+        fn valid_manifests_round_trip(m in valid_manifest()) {
+            let bytes = m.to_bytes();
+            let back = Manifest::parse(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&back, &m);
+            prop_assert_eq!(back.to_bytes(), bytes);
+            prop_assert_eq!(back.hash(), m.hash());
+        }
+
+        #[test]
+        fn hostile_paths_are_rejected(
+            m in valid_manifest(),
+            at in any::<proptest::sample::Index>(),
+            before in proptest::collection::vec(safe_name(), 0..3),
+            bad in hostile_name(),
+            after in proptest::collection::vec(safe_name(), 0..3),
+            absolute in any::<bool>(),
+        ) {
+            let mut names = before;
+            names.push(bad);
+            names.extend(after);
+            let mut path = names.join("/");
+            if absolute {
+                path.insert(0, '/');
+            }
+            prop_assert!(check_path(&path).is_err(), "{:?} accepted", path);
+            let mut m = m;
+            let i = at.index(m.entries.len());
+            m.entries[i].path = path;
+            prop_assert!(Manifest::parse(&m.to_bytes()).is_err());
+            // Appended as a new top-level entry too (no parent to miss).
+            let mut m2 = m.clone();
+            m2.entries.push(Entry { path: m.entries[i].path.trim_start_matches('/').to_owned(), kind: EntryKind::Dir });
+            let top_level = !m2.entries.last().is_some_and(|e| e.path.contains('/'));
+            if top_level {
+                prop_assert!(Manifest::parse(&m2.to_bytes()).is_err());
+            }
+        }
     }
 }

@@ -15,35 +15,56 @@ use tokio_util::sync::CancellationToken;
 
 /// Why a receive failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecvError {
+    /// No ticket was given.
     #[error("no ticket given")]
     NoTicket,
+    /// The tickets name different manifests.
     #[error(
         "the tickets are for different content (ticket 1 names manifest {first}, ticket {n} names {other}); give tickets of one `ferry send` content only"
     )]
     DifferentContent {
+        /// The first ticket's manifest hash (hex prefix).
         first: String,
+        /// The position (from 1) of the ticket that differs.
         n: usize,
+        /// Its manifest hash (hex prefix).
         other: String,
     },
+    /// The HTTP client for the senders could not be set up.
+    #[error(
+        "cannot reach any sender: cannot set up TLS: {0}. Is `ferry send` still running, and is its address reachable from here?"
+    )]
+    Client(#[source] reqwest::Error),
+    /// No sender answered; what each address said, joined.
     #[error(
         "cannot reach any sender: {0}. Is `ferry send` still running, and is its address reachable from here?"
     )]
     Unreachable(String),
+    /// Every sender that answered gave a manifest that does not match the ticket.
     #[error(
         "the sender's content list does not match the ticket (its hash differs): the ticket was altered or belongs to another transfer"
     )]
     ManifestMismatch,
+    /// The senders' manifest was refused.
     #[error("the sender's content list is invalid: {0}")]
     BadManifest(#[from] ManifestError),
+    /// A local folder or empty file could not be created.
     #[error("{}: {source}", path.display())]
     Io {
+        /// The local path.
         path: PathBuf,
+        /// What the file system said.
+        #[source]
         source: std::io::Error,
     },
+    /// Fetching a file failed.
     #[error("{file}: {source}")]
     File {
+        /// The file's path in the manifest.
         file: String,
+        /// What the download engine said.
         #[source]
         source: Error,
     },
@@ -54,7 +75,7 @@ impl RecvError {
     pub fn is_resumable(&self) -> bool {
         match self {
             RecvError::File { source, .. } => source.is_resumable(),
-            RecvError::Unreachable(_) => true,
+            RecvError::Unreachable(_) | RecvError::Client(_) => true,
             _ => false,
         }
     }
@@ -63,8 +84,11 @@ impl RecvError {
 /// What a finished receive did.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// Files written (empty ones included).
     pub files: usize,
+    /// Folders created.
     pub dirs: usize,
+    /// Bytes of all files of the share.
     pub bytes: u64,
     /// Bytes fetched in this run.
     pub fetched: u64,
@@ -74,10 +98,15 @@ pub struct Received {
 
 /// A receive: tickets (one per sender of the same content), where to put it, connections.
 pub struct Receive {
+    /// One ticket per sender; all must name the same manifest.
     pub tickets: Vec<Ticket>,
+    /// The folder what is sent arrives in.
     pub dir: PathBuf,
+    /// Connections per file, over all senders.
     pub connections: usize,
+    /// Retry policy of each file's download.
     pub retry: RetryPolicy,
+    /// How long connecting to a sender may take.
     pub connect_timeout: Duration,
     /// Events per file: the file's index in the manifest and its event sink.
     pub events: Box<dyn Fn(usize) -> EventSink + Send + Sync>,
@@ -92,6 +121,8 @@ struct Peer {
 }
 
 impl Receive {
+    /// A receive of `tickets` into `dir`, with default connections, retries and timeouts, no
+    /// events and no notes.
     pub fn new(tickets: Vec<Ticket>, dir: impl Into<PathBuf>) -> Receive {
         Receive {
             tickets,
@@ -135,7 +166,7 @@ impl Receive {
             .connect_timeout(self.connect_timeout)
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| RecvError::Unreachable(format!("cannot set up TLS: {e}")))?;
+            .map_err(RecvError::Client)?;
 
         // Reach every sender; keep the ones whose manifest is the ticket's.
         let mut peers = Vec::new();

@@ -1,39 +1,39 @@
 //! The sending side of a peer-to-peer transfer (`ferry send`): the shared content (a manifest
 //! and the local files behind it) served over TLS with a fresh self-signed certificate and a
 //! random token. `GET /manifest` gives the manifest's exact bytes; `GET/HEAD /f/<index>` gives
-//! entry `index` with single-range support, so receivers fetch it over many connections and
-//! from several senders at once. The ticket tells a receiver where to connect and what to trust.
+//! entry `index` through ferry-http's range responder (one range per answer; several ranges get
+//! the whole file), so receivers fetch it over many connections and from several senders at once. The ticket tells a receiver where to connect and what to trust.
 
 use crate::manifest::{self, EntryKind, Manifest, ManifestError};
 use crate::ticket::Ticket;
 use crate::tls;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use ferry_core::RateLimiter;
-use ferry_server::http_range::{self, Resolution};
+use ferry_http::{LocalFile, Options, Pacer};
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Bytes read from disk per body chunk.
-const CHUNK: usize = 256 << 10;
-
 /// What is being sent: the manifest, its exact bytes and hash, and the local file of each entry.
 #[derive(Debug, Clone)]
 pub struct Share {
+    /// The manifest.
     pub manifest: Manifest,
+    /// Its exact bytes, as served at `/manifest`.
     pub bytes: Vec<u8>,
+    /// BLAKE3 of `bytes` (what tickets name).
     pub hash: [u8; 32],
+    /// The local file of each manifest entry (`None` for folders).
     pub files: Vec<Option<PathBuf>>,
 }
 
@@ -57,9 +57,18 @@ impl Share {
 
 /// Why sending could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SendError {
-    #[error("cannot listen on {0}: {1}; pick another address with --listen")]
-    Listen(String, std::io::Error),
+    /// The listen address could not be bound (or its port read back).
+    #[error("cannot listen on {addr}: {source}; pick another address with --listen")]
+    Listen {
+        /// The address as given.
+        addr: String,
+        /// What binding said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS identity could not be made.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
 }
@@ -76,8 +85,19 @@ struct ShareState {
     share: Share,
     token: [u8; 16],
     etag_base: String,
-    limiter: Option<Arc<RateLimiter>>,
-    served: AtomicU64,
+    /// Body bytes served, counted by the responder.
+    served: Arc<AtomicU64>,
+    /// How files are answered: counted into `served`, paced by the limiter, one range at most.
+    options: Options,
+}
+
+/// The rate limit, as the responder's pacer.
+struct Limit(Arc<RateLimiter>);
+
+impl Pacer for Limit {
+    fn pace(&self, n: u64) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.0.acquire(n))
+    }
 }
 
 impl Sender {
@@ -91,10 +111,14 @@ impl Sender {
     ) -> Result<Sender, SendError> {
         let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .map_err(|e| SendError::Listen(listen.to_owned(), e))?;
-        let local = listener
-            .local_addr()
-            .map_err(|e| SendError::Listen(listen.to_owned(), e))?;
+            .map_err(|source| SendError::Listen {
+                addr: listen.to_owned(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| SendError::Listen {
+            addr: listen.to_owned(),
+            source,
+        })?;
         let identity = tls::self_signed()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(&identity)?);
         let token: [u8; 16] = rand::random();
@@ -105,6 +129,12 @@ impl Sender {
             fingerprint: identity.fingerprint,
             manifest: share.hash,
         };
+        let served = Arc::new(AtomicU64::new(0));
+        let options = Options {
+            counter: Some(served.clone()),
+            pacer: limiter.map(|l| Arc::new(Limit(l)) as Arc<dyn Pacer>),
+            multipart: false,
+        };
         Ok(Sender {
             ticket,
             listener,
@@ -113,12 +143,13 @@ impl Sender {
                 etag_base: hex::encode(&share.hash[..8]),
                 share,
                 token,
-                limiter,
-                served: AtomicU64::new(0),
+                served,
+                options,
             }),
         })
     }
 
+    /// The ticket that points receivers at this sender.
     pub fn ticket(&self) -> &Ticket {
         &self.ticket
     }
@@ -193,7 +224,7 @@ fn router(state: Arc<ShareState>) -> Router {
 
 /// Every request carries the ticket's token (`?token=HEX` or `Authorization: Bearer HEX`).
 async fn require_token(State(s): State<Arc<ShareState>>, req: Request, next: Next) -> Response {
-    let given = ferry_server::auth::request_token(&req).unwrap_or_default();
+    let given = ferry_http::request_token(&req).unwrap_or_default();
     let expected = hex::encode(s.token);
     // Compared through hashes, so the time taken says nothing about the token.
     if blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes()) {
@@ -233,7 +264,7 @@ async fn file(
         return (StatusCode::NOT_FOUND, "not a file\n").into_response();
     };
     let file = match std::fs::File::open(path) {
-        Ok(f) => Arc::new(f),
+        Ok(f) => f,
         Err(e) => {
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -244,81 +275,6 @@ async fn file(
     };
     // The same tag on every sender of the same content, so receivers can mix them.
     let etag = format!("\"{}-{index}\"", s.etag_base);
-    let range = headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(http_range::parse)
-        .filter(|_| {
-            headers
-                .get(header::IF_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .is_none_or(|v| http_range::if_range_matches(v, &etag, std::time::UNIX_EPOCH))
-        });
-    let resolution = range.map_or(Resolution::Full, |specs| http_range::resolve(&specs, len));
-    let mut h = HeaderMap::new();
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(header::ETAG, HeaderValue::from_str(&etag).expect("hex tag"));
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    let (status, start, end) = match resolution {
-        Resolution::Unsatisfiable => {
-            h.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&http_range::unsatisfied_content_range(len)).expect("ascii"),
-            );
-            return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
-        }
-        Resolution::Partial(ranges) if ranges.len() == 1 => {
-            let r = &ranges[0];
-            h.insert(
-                header::CONTENT_RANGE,
-                HeaderValue::from_str(&r.content_range(len)).expect("ascii"),
-            );
-            (StatusCode::PARTIAL_CONTENT, r.start, r.end)
-        }
-        // Several ranges: the whole file instead (allowed by RFC 9110); receivers ask for one.
-        _ => (StatusCode::OK, 0, len),
-    };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
-    if method == Method::HEAD {
-        return (status, h).into_response();
-    }
-    (status, h, body(s.clone(), file, start, end)).into_response()
-}
-
-/// Bytes `start..end` of `file`, read in chunks on the blocking pool, paced by the limiter.
-fn body(s: Arc<ShareState>, file: Arc<std::fs::File>, start: u64, end: u64) -> Body {
-    let stream = futures_util::stream::unfold(start, move |pos| {
-        let (s, file) = (s.clone(), file.clone());
-        async move {
-            if pos >= end {
-                return None;
-            }
-            let n = (CHUNK as u64).min(end - pos) as usize;
-            if let Some(l) = &s.limiter {
-                l.acquire(n as u64).await;
-            }
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0u8; n];
-                file.read_exact_at(&mut buf, pos).map(|()| buf)
-            })
-            .await;
-            match read {
-                Ok(Ok(buf)) => {
-                    s.served.fetch_add(n as u64, Ordering::Relaxed);
-                    Some((
-                        Ok::<Bytes, std::io::Error>(Bytes::from(buf)),
-                        pos + n as u64,
-                    ))
-                }
-                // The file got shorter than the manifest says: end the body early; the receiver
-                // sees a short response and fetches the range elsewhere.
-                Ok(Err(e)) => Some((Err(e), end)),
-                Err(e) => Some((Err(std::io::Error::other(e)), end)),
-            }
-        }
-    });
-    Body::from_stream(stream)
+    let rep = LocalFile::with_validators(file, len, etag, None, "application/octet-stream");
+    ferry_http::respond(Arc::new(rep), method == Method::HEAD, &headers, &s.options)
 }

@@ -39,6 +39,7 @@ const CHECKSUM_LEN: usize = 4;
 pub struct Ticket {
     /// Addresses of the sender, to try in order.
     pub addrs: Vec<IpAddr>,
+    /// The sender's TCP port.
     pub port: u16,
     /// The secret the receiver presents to the sender.
     pub token: [u8; 16],
@@ -48,26 +49,33 @@ pub struct Ticket {
     pub manifest: [u8; 32],
 }
 
+/// Why a ticket's text could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TicketError {
+    /// It does not start with `ferry` and a version number.
     #[error(
         "not a ferry ticket: a ticket starts with \"ferry1\"; copy the whole line that `ferry send` printed"
     )]
     NotATicket,
+    /// Its version is newer than this ferry reads.
     #[error(
         "this ticket was made by a newer ferry (version {0}; this ferry reads version {TICKET_VERSION}): \
          update ferry on this machine"
     )]
     Newer(u8),
+    /// The checksum does not match: a character was changed.
     #[error(
         "the ticket is damaged: a character was mistyped or changed (checksum mismatch); copy it \
          again from the sender's output"
     )]
     Damaged,
+    /// The text ends before the ticket does.
     #[error(
         "the ticket is truncated: its end is missing; copy the whole line that `ferry send` printed"
     )]
     Truncated,
+    /// It lists no address.
     #[error(
         "the ticket has no addresses to connect to; run `ferry send` on a machine with a network \
          address (or give it one with --listen)"
@@ -279,6 +287,7 @@ impl Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn sample() -> Ticket {
         Ticket {
@@ -433,5 +442,62 @@ mod tests {
         };
         let back = Ticket::decode(&t.encode()).unwrap();
         assert_eq!(back.addrs, addrs[..MAX_ADDRS]);
+    }
+
+    fn any_ticket() -> impl Strategy<Value = Ticket> {
+        let addr = prop_oneof![
+            any::<[u8; 4]>().prop_map(|o| IpAddr::V4(Ipv4Addr::from(o))),
+            any::<[u8; 16]>().prop_map(|o| IpAddr::V6(Ipv6Addr::from(o))),
+        ];
+        (
+            proptest::collection::vec(addr, 1..=MAX_ADDRS),
+            any::<u16>(),
+            any::<[u8; 16]>(),
+            any::<[u8; 32]>(),
+            any::<[u8; 32]>(),
+        )
+            .prop_map(|(addrs, port, token, fingerprint, manifest)| Ticket {
+                addrs,
+                port,
+                token,
+                fingerprint,
+                manifest,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC*", tail in "[a-z2-7]{0,200}") {
+            let _ = Ticket::decode(&text);
+            let _ = Ticket::decode(&format!("ferry1{tail}"));
+            let _ = Ticket::decode(&format!("ferry{text}"));
+        }
+
+        #[test]
+        fn encode_then_decode_round_trips(t in any_ticket()) {
+            prop_assert_eq!(Ticket::decode(&t.encode()), Ok(t));
+        }
+
+        #[test]
+        fn any_single_character_change_is_refused(
+            t in any_ticket(),
+            at in any::<proptest::sample::Index>(),
+            with in proptest::char::any(),
+        ) {
+            let s = t.encode();
+            let i = at.index(s.len());
+            let old = s.as_bytes()[i] as char;
+            // Case is not a change (decoding ignores it), and whitespace is skipped as a wrap.
+            prop_assume!(!with.eq_ignore_ascii_case(&old) && !with.is_whitespace());
+            let changed = format!("{}{with}{}", &s[..i], &s[i + 1..]);
+            prop_assert!(Ticket::decode(&changed).is_err(), "{} accepted", changed);
+        }
+
+        #[test]
+        fn a_cut_ticket_is_refused(t in any_ticket(), at in any::<proptest::sample::Index>()) {
+            let s = t.encode();
+            let cut = &s[..at.index(s.len())];
+            prop_assert!(Ticket::decode(cut).is_err(), "{} accepted", cut);
+        }
     }
 }

@@ -28,8 +28,11 @@ pub const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// SHA-256 fingerprint of the certificate's DER, which goes into the ticket.
 #[derive(Clone)]
 pub struct Identity {
+    /// The certificate, DER.
     pub cert_der: Vec<u8>,
+    /// The private key, PKCS#8 DER.
     pub key_der: Vec<u8>,
+    /// SHA-256 of `cert_der`.
     pub fingerprint: [u8; 32],
 }
 
@@ -41,10 +44,14 @@ impl std::fmt::Debug for Identity {
     }
 }
 
+/// Why a TLS identity or configuration could not be made.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TlsError {
+    /// Generating the self-signed certificate failed.
     #[error("could not create a TLS certificate for this share: {0}")]
     Certificate(#[from] rcgen::Error),
+    /// rustls refused the certificate and key.
     #[error("could not set up TLS with this certificate and key (are they a matching pair?): {0}")]
     Config(#[from] rustls::Error),
 }
@@ -121,7 +128,9 @@ pub fn pinned_client_config_any(fingerprints: &[[u8; 32]]) -> Arc<rustls::Client
      earlier run of `ferry send`"
 )]
 pub struct PinMismatch {
+    /// The pinned fingerprint, hex.
     pub expected: String,
+    /// The presented certificate's fingerprint, hex.
     pub actual: String,
 }
 

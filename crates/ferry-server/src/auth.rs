@@ -5,6 +5,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use ferry_http::token::{TOKEN_COOKIE as COOKIE, TokenSource, token_of};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -112,63 +113,8 @@ fn hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
 }
 
-/// The cookie a browser gets after opening a `?token=` link, so the links it follows next
-/// (listings, redirects) work without the token in every URL.
-const COOKIE: &str = "ferry_token";
-
-/// Where a request's token came from.
-enum TokenFrom {
-    Header,
-    Query,
-    Cookie,
-}
-
-/// The token of a request: `Authorization: Bearer T`, else the `token` query parameter, else
-/// the cookie set by an earlier `?token=` link.
-fn token_of(req: &Request) -> Option<(String, TokenFrom)> {
-    if let Some(value) = req.headers().get(header::AUTHORIZATION)
-        && let Ok(value) = value.to_str()
-        && let Some((scheme, token)) = value.trim().split_once(' ')
-        && scheme.eq_ignore_ascii_case("bearer")
-    {
-        return Some((token.trim().to_owned(), TokenFrom::Header));
-    }
-    if let Some(query) = req.uri().query()
-        && let Some(t) = form_urlencoded_get(query, "token")
-    {
-        return Some((t, TokenFrom::Query));
-    }
-    req.headers()
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
-        .map(|t| {
-            (
-                percent_encoding::percent_decode_str(t)
-                    .decode_utf8_lossy()
-                    .into_owned(),
-                TokenFrom::Cookie,
-            )
-        })
-}
-
 /// The token a request carries (bearer header, `?token=`, or the cookie a `?token=` link set).
-pub fn request_token(req: &Request) -> Option<String> {
-    token_of(req).map(|(t, _)| t)
-}
-
-fn form_urlencoded_get(query: &str, key: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == key).then(|| {
-            percent_encoding::percent_decode_str(&v.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-    })
-}
+pub use ferry_http::token::request_token;
 
 /// Middleware: puts the request's [`User`] into its extensions, or answers 401.
 /// tus discovery (`OPTIONS`) needs no token.
@@ -182,7 +128,7 @@ pub async fn require_user(State(auth): State<Arc<Auth>>, mut req: Request, next:
         Some(user) => {
             req.extensions_mut().insert(user);
             let mut res = next.run(req).await;
-            if let Some((t, TokenFrom::Query)) = token
+            if let Some((t, TokenSource::Query)) = token
                 && let Ok(v) = HeaderValue::from_str(&format!(
                     "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
                     percent_encoding::utf8_percent_encode(&t, percent_encoding::NON_ALPHANUMERIC)
@@ -234,14 +180,5 @@ mod tests {
         ));
         assert!(!Auth::single("tok").multi_user());
         assert_eq!(Auth::Public.user(None).unwrap().0.as_ref(), "");
-    }
-
-    #[test]
-    fn query_token() {
-        assert_eq!(
-            form_urlencoded_get("a=1&token=x%2By+z", "token").as_deref(),
-            Some("x+y z")
-        );
-        assert_eq!(form_urlencoded_get("a=1", "token"), None);
     }
 }

@@ -1,33 +1,27 @@
-//! The file side of `ferry serve`: `GET`/`HEAD` of files under the served root with single and
-//! multiple ranges, `If-Range`, strong ETags, `Last-Modified`, the other conditional headers
-//! (304/412), correct 416, directory redirects and listings (see [`crate::listing`]).
-//!
-//! Paths go through [`crate::safepath`]: no `..`, no absolute paths, no symlink leaving the root,
-//! nothing of the state directory. Bodies are streamed from the file in large positioned reads
-//! (from the page cache on the spot, else on the blocking pool), one chunk ahead of the
-//! connection, into pooled buffers, so memory stays flat whatever the file size and the number
-//! of connections; every body byte is counted into [`Metrics::bytes_served`] once the connection
-//! has taken it.
+//! The file side of `ferry serve`: `GET`/`HEAD` under the served root. This module owns what is
+//! particular to a served directory: path safety (through [`crate::safepath`]: no `..`, no
+//! absolute paths, no symlink leaving the root, nothing of the state directory), directory
+//! redirects and listings (see [`crate::listing`]), content types by extension, and the mapping
+//! of errors to answers. A regular file is handed to [`ferry_http::respond`] as a
+//! [`LocalFile`], which does ranges, conditionals, `HEAD` and the streamed body; every body
+//! byte is counted into [`Metrics::bytes_served`] once the connection has taken it.
 
-use crate::http_range::{self, ByteRange, Multipart, Resolution};
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::safepath::{self, PathError};
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use std::collections::VecDeque;
+use ferry_http::LocalFile;
+use ferry_http::responder::{ByteCounter, Options, counted_bytes, set_text};
 use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::task::JoinHandle;
+use std::sync::Arc;
 
-/// Bytes per read from a file (and per body frame handed to the connection).
-pub const CHUNK: usize = 256 * 1024;
+pub use ferry_http::local::{CHUNK, modified, strong_etag};
 
 /// Answers GET or HEAD for `rel` (percent-decoded path after `/files/`) under `root` (canonical).
 ///
@@ -141,24 +135,9 @@ async fn serve_dir(
         );
     }
     if !head {
-        *res.body_mut() = counted_body(
-            None,
-            VecDeque::from([Piece::Bytes(Bytes::from(body))]),
-            metrics,
-        );
+        *res.body_mut() = counted_bytes(Bytes::from(body), &served(metrics));
     }
     res
-}
-
-/// The strong ETag of a file: its inode, size and modification time to the nanosecond.
-pub fn strong_etag(meta: &Metadata) -> String {
-    let mtime_ns = (meta.mtime() as i128) * 1_000_000_000 + i128::from(meta.mtime_nsec());
-    format!("\"{:x}-{:x}-{:x}\"", meta.ino(), meta.size(), mtime_ns)
-}
-
-/// A file's modification time (the epoch when the platform cannot tell).
-pub fn modified(meta: &Metadata) -> SystemTime {
-    meta.modified().unwrap_or(UNIX_EPOCH)
 }
 
 /// What a request path names.
@@ -205,6 +184,7 @@ fn open(root: &Path, rel: &Path) -> Result<Opened, OpenError> {
     }
 }
 
+/// Answers for a regular file: the shared range responder over the open file.
 fn serve_file(
     file: File,
     meta: &Metadata,
@@ -213,145 +193,24 @@ fn serve_file(
     headers: &HeaderMap,
     metrics: &Arc<Metrics>,
 ) -> Response {
-    let len = meta.len();
-    let etag = strong_etag(meta);
-    let mtime = modified(meta);
-    let last_modified = httpdate::fmt_http_date(mtime);
-    let content_type = content_type(name);
-
-    let mut res = Response::new(Body::empty());
-    {
-        let h = res.headers_mut();
-        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        insert(h, header::ETAG, &etag);
-        insert(h, header::LAST_MODIFIED, &last_modified);
-    }
-
-    // Preconditions, in the order of RFC 9110 §13.2.2.
-    let one = |name: HeaderName| joined(headers, name);
-    let precondition_failed = match (one(header::IF_MATCH), one(header::IF_UNMODIFIED_SINCE)) {
-        (Some(v), _) => !http_range::if_match(&v, &etag),
-        (None, Some(v)) => httpdate::parse_http_date(v.trim())
-            .is_ok_and(|d| http_range::unix_secs(mtime) > http_range::unix_secs(d)),
-        (None, None) => false,
-    };
-    if precondition_failed {
-        *res.status_mut() = StatusCode::PRECONDITION_FAILED;
-        set_text(&mut res, "precondition failed: the file has changed");
-        return res;
-    }
-    let not_modified = match (one(header::IF_NONE_MATCH), one(header::IF_MODIFIED_SINCE)) {
-        (Some(v), _) => http_range::none_match_hits(&v, &etag),
-        (None, Some(v)) => httpdate::parse_http_date(v.trim())
-            .is_ok_and(|d| http_range::unix_secs(mtime) <= http_range::unix_secs(d)),
-        (None, None) => false,
-    };
-    if not_modified {
-        *res.status_mut() = StatusCode::NOT_MODIFIED;
-        return res;
-    }
-
-    // Range applies to GET only (RFC 9110 §14.2), and only when If-Range (if any) holds.
-    let range = match headers.get_all(header::RANGE).iter().collect::<Vec<_>>()[..] {
-        [v] if !head => v.to_str().ok().and_then(http_range::parse),
-        _ => None,
-    };
-    let range = range.filter(|_| match one(header::IF_RANGE) {
-        Some(v) => http_range::if_range_matches(&v, &etag, mtime),
-        None => true,
-    });
-    let resolution = match range {
-        Some(specs) => http_range::resolve(&specs, len),
-        None => Resolution::Full,
-    };
-
-    let h = res.headers_mut();
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    if runs_scripts(content_type) {
-        // Uploaded HTML must not run in the server's origin (where the upload page and its
-        // token live).
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static("sandbox"),
-        );
-    }
-    let (body_len, pieces) = match resolution {
-        Resolution::Unsatisfiable => {
-            *res.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
-            insert(
-                res.headers_mut(),
-                header::CONTENT_RANGE,
-                &http_range::unsatisfied_content_range(len),
-            );
-            set_text(
-                &mut res,
-                &format!("range not satisfiable: the file has {len} bytes"),
-            );
-            return res;
-        }
-        Resolution::Full => {
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            (len, VecDeque::from([Piece::File { offset: 0, len }]))
-        }
-        Resolution::Partial(ranges) => {
-            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
-            let h = res.headers_mut();
-            match &ranges[..] {
-                [r] => {
-                    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-                    insert(h, header::CONTENT_RANGE, &r.content_range(len));
-                    (r.len(), VecDeque::from([file_piece(r)]))
-                }
-                _ => {
-                    let m = Multipart::new(&ranges, len, content_type, &http_range::boundary());
-                    insert(h, header::CONTENT_TYPE, &m.content_type);
-                    let mut pieces = VecDeque::with_capacity(ranges.len() * 2 + 1);
-                    for (head, r) in m.parts {
-                        pieces.push_back(Piece::Bytes(Bytes::from(head)));
-                        pieces.push_back(file_piece(&r));
-                    }
-                    pieces.push_back(Piece::Bytes(Bytes::from(m.trailer)));
-                    (m.content_length, pieces)
-                }
-            }
-        }
-    };
-    res.headers_mut()
-        .insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
-    if !head {
-        *res.body_mut() = counted_body(Some(Arc::new(file)), pieces, metrics);
-    }
-    res
+    let rep = LocalFile::new(file, meta, content_type(name));
+    ferry_http::respond(Arc::new(rep), head, headers, &served(metrics))
 }
 
-fn file_piece(r: &ByteRange) -> Piece {
-    Piece::File {
-        offset: r.start,
-        len: r.len(),
+/// Counts body bytes into [`Metrics::bytes_served`].
+struct BytesServed(Arc<Metrics>);
+
+impl ByteCounter for BytesServed {
+    fn add(&self, n: u64) {
+        Metrics::add(&self.0.bytes_served, n);
     }
 }
 
-/// All values of a header joined with `, ` (list headers may be split over several lines);
-/// `None` when absent or not text.
-fn joined(headers: &HeaderMap, name: HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect::<Option<_>>()?;
-    if values.is_empty() {
-        None
-    } else {
-        Some(values.join(", "))
-    }
-}
-
-fn insert(h: &mut HeaderMap, name: HeaderName, value: &str) {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        h.insert(name, v);
+/// Responder options that count into `metrics`.
+fn served(metrics: &Arc<Metrics>) -> Options {
+    Options {
+        counter: Some(Arc::new(BytesServed(Arc::clone(metrics)))),
+        ..Options::default()
     }
 }
 
@@ -361,17 +220,6 @@ fn text(status: StatusCode, msg: impl Into<String>) -> Response {
     *res.status_mut() = status;
     set_text(&mut res, &msg.into());
     res
-}
-
-fn set_text(res: &mut Response, msg: &str) {
-    let body = format!("{msg}\n");
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    *res.body_mut() = Body::from(body);
 }
 
 fn refused(e: &PathError) -> Response {
@@ -462,205 +310,11 @@ pub fn content_type(name: &str) -> &'static str {
     }
 }
 
-/// Types a browser would run scripts in.
-fn runs_scripts(content_type: &str) -> bool {
-    content_type.starts_with("text/html")
-        || content_type == "image/svg+xml"
-        || content_type.ends_with("xml")
-}
-
-/// One stretch of a response body.
-enum Piece {
-    Bytes(Bytes),
-    File { offset: u64, len: u64 },
-}
-
-/// The next frame: ready, or being read from the file on the blocking pool.
-enum Ahead {
-    Ready(Bytes),
-    Reading(JoinHandle<io::Result<Bytes>>),
-}
-
-/// Produces a body's frames in order, keeping one file read in flight ahead of the connection.
-struct Sender {
-    file: Option<Arc<File>>,
-    pieces: VecDeque<Piece>,
-    ahead: Option<Ahead>,
-    /// Bytes of the frame last handed out: counted once the connection asks for the next one
-    /// (it has taken them), or at once for the last frame (hyper stops polling a body whose
-    /// `Content-Length` is reached).
-    uncounted: u64,
-    metrics: Arc<Metrics>,
-    done: bool,
-}
-
-impl Sender {
-    fn start_next(&mut self) -> Option<Ahead> {
-        match self.pieces.pop_front()? {
-            Piece::Bytes(b) => Some(Ahead::Ready(b)),
-            Piece::File { offset, len } => {
-                let file = self.file.clone()?;
-                let n = len.min(CHUNK as u64) as usize;
-                let mut buf = take_buffer();
-                // Data in the page cache is copied right here; only a read that would wait for
-                // the disk goes to the blocking pool (a thread hop per chunk costs more than
-                // the copy).
-                let cached = read_cached(&file, &mut buf[..n], offset);
-                let took = if cached > 0 { cached } else { n };
-                if (took as u64) < len {
-                    self.pieces.push_front(Piece::File {
-                        offset: offset + took as u64,
-                        len: len - took as u64,
-                    });
-                }
-                if cached > 0 {
-                    return Some(Ahead::Ready(pooled(buf, cached)));
-                }
-                Some(Ahead::Reading(tokio::task::spawn_blocking(move || {
-                    read_chunk(&file, offset, buf, n)
-                })))
-            }
-        }
-    }
-
-    async fn next_frame(&mut self) -> Option<io::Result<Bytes>> {
-        Metrics::add(
-            &self.metrics.bytes_served,
-            std::mem::take(&mut self.uncounted),
-        );
-        if self.done {
-            return None;
-        }
-        let ahead = match self.ahead.take() {
-            Some(a) => a,
-            None => match self.start_next() {
-                Some(a) => a,
-                None => {
-                    self.done = true;
-                    return None;
-                }
-            },
-        };
-        let chunk = match ahead {
-            Ahead::Ready(b) => b,
-            Ahead::Reading(task) => match task.await {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => return self.fail(e),
-                Err(e) => return self.fail(io::Error::other(e)),
-            },
-        };
-        self.ahead = self.start_next();
-        if self.ahead.is_none() {
-            self.done = true;
-            Metrics::add(&self.metrics.bytes_served, chunk.len() as u64);
-        } else {
-            self.uncounted = chunk.len() as u64;
-        }
-        Some(Ok(chunk))
-    }
-
-    fn fail(&mut self, e: io::Error) -> Option<io::Result<Bytes>> {
-        tracing::warn!("file side: reading a file being sent: {e}");
-        self.done = true;
-        self.pieces.clear();
-        Some(Err(e))
-    }
-}
-
-/// Reads exactly `n` bytes at `offset` into `buf` (blocking).
-fn read_chunk(file: &File, offset: u64, mut buf: Vec<u8>, n: usize) -> io::Result<Bytes> {
-    match file.read_exact_at(&mut buf[..n], offset) {
-        Ok(()) => Ok(pooled(buf, n)),
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the file shrank while it was being sent",
-        )),
-        Err(e) => Err(e),
-    }
-}
-
-/// Reads what the page cache holds at `offset` without waiting for the disk (Linux
-/// `preadv2(RWF_NOWAIT)`); 0 when nothing could be read that way.
-#[cfg(target_os = "linux")]
-fn read_cached(file: &File, buf: &mut [u8], offset: u64) -> usize {
-    use rustix::io::{Errno, ReadWriteFlags};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    static UNSUPPORTED: AtomicBool = AtomicBool::new(false);
-    if UNSUPPORTED.load(Ordering::Relaxed) {
-        return 0;
-    }
-    let mut bufs = [io::IoSliceMut::new(buf)];
-    match rustix::io::preadv2(file, &mut bufs, offset, ReadWriteFlags::NOWAIT) {
-        Ok(n) => n,
-        Err(e) if e == Errno::OPNOTSUPP || e == Errno::NOSYS || e == Errno::INVAL => {
-            UNSUPPORTED.store(true, Ordering::Relaxed);
-            0
-        }
-        // EAGAIN (not cached) and real errors alike: the blocking read decides.
-        Err(_) => 0,
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn read_cached(_file: &File, _buf: &mut [u8], _offset: u64) -> usize {
-    0
-}
-
-/// Read buffers (each [`CHUNK`] bytes long) given back by the connection once it has sent
-/// them: steady streaming allocates nothing (a fresh 256 KiB allocation costs page faults on
-/// every chunk). At most [`POOL_MAX`] are kept.
-static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-const POOL_MAX: usize = 64;
-
-fn take_buffer() -> Vec<u8> {
-    let pooled = POOL.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    pooled.unwrap_or_else(|| vec![0; CHUNK])
-}
-
-/// The first `len` bytes of a pool buffer, as a frame; the buffer returns to the pool when the
-/// connection drops the frame.
-fn pooled(buf: Vec<u8>, len: usize) -> Bytes {
-    Bytes::from_owner(PoolBuf { buf, len })
-}
-
-struct PoolBuf {
-    buf: Vec<u8>,
-    len: usize,
-}
-
-impl AsRef<[u8]> for PoolBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Drop for PoolBuf {
-    fn drop(&mut self) {
-        let buf = std::mem::take(&mut self.buf);
-        let mut pool = POOL.lock().unwrap_or_else(|e| e.into_inner());
-        if pool.len() < POOL_MAX {
-            pool.push(buf);
-        }
-    }
-}
-
-fn counted_body(file: Option<Arc<File>>, pieces: VecDeque<Piece>, metrics: &Arc<Metrics>) -> Body {
-    let sender = Sender {
-        file,
-        pieces,
-        ahead: None,
-        uncounted: 0,
-        metrics: Arc::clone(metrics),
-        done: false,
-    };
-    Body::from_stream(futures_util::stream::unfold(sender, |mut s| async move {
-        s.next_frame().await.map(|frame| (frame, s))
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderName;
+    use ferry_http::responder::runs_scripts;
     use http_body_util::BodyExt;
 
     struct Fixture {

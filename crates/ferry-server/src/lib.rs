@@ -15,7 +15,6 @@ pub mod app;
 pub mod auth;
 pub mod data;
 pub mod files;
-pub mod http_range;
 pub mod listing;
 pub mod metrics;
 pub mod safepath;

@@ -70,7 +70,7 @@ pub fn read_dir(root: &Path, dir: &Path) -> io::Result<Vec<Entry>> {
             entry.metadata()
         };
         let Ok(meta) = meta else { continue };
-        let modified = crate::http_range::unix_secs(files::modified(&meta));
+        let modified = ferry_http::conditional::unix_secs(files::modified(&meta));
         let e = if meta.is_dir() {
             Entry {
                 name,

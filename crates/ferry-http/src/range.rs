@@ -1,11 +1,7 @@
-//! HTTP range requests (RFC 9110 §14) and the validator comparisons they depend on: parsing a
-//! `Range` header, resolving it against a representation's length (with coalescing), `If-Range`,
-//! entity-tag lists for `If-Match`/`If-None-Match` (§13.1), and the exact framing of a
-//! `multipart/byteranges` body (§14.6) with its length known before the first byte is sent.
+//! Byte ranges (RFC 9110 §14): parsing a `Range` header, resolving it against a representation's
+//! length (with coalescing), and the `Content-Range` values of answers (formatting and parsing).
 //!
 //! Pure functions over strings and numbers: no I/O, so every rule is unit tested here.
-
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// More parts than this in one multipart answer are merged (sorted, gaps closed) until at most
 /// this many remain: many tiny ranges are a known denial-of-service pattern (RFC 9110 §14.2).
@@ -15,7 +11,12 @@ pub const MAX_PARTS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RangeSpec {
     /// `first-last` or `first-` (`last: None`).
-    Int { first: u64, last: Option<u64> },
+    Int {
+        /// The first byte position.
+        first: u64,
+        /// The last byte position (inclusive), `None` for "to the end".
+        last: Option<u64>,
+    },
     /// `-n`: the last `n` bytes.
     Suffix(u64),
 }
@@ -23,7 +24,9 @@ pub enum RangeSpec {
 /// A satisfiable, non-empty byte range: `start..end` (end exclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ByteRange {
+    /// The first byte.
     pub start: u64,
+    /// One past the last byte.
     pub end: u64,
 }
 
@@ -94,7 +97,8 @@ pub fn parse(value: &str) -> Option<Vec<RangeSpec>> {
     if specs.is_empty() { None } else { Some(specs) }
 }
 
-const OWS: &[char] = &[' ', '\t'];
+/// Optional white space (RFC 9110 §5.6.3).
+pub(crate) const OWS: &[char] = &[' ', '\t'];
 
 /// A non-empty run of ASCII digits; values beyond `u64` saturate (they are past any length).
 fn number(s: &str) -> Option<u64> {
@@ -180,144 +184,67 @@ fn merge_gaps(sorted: &[ByteRange], gap: u64) -> Vec<ByteRange> {
     out
 }
 
-/// Evaluates `If-Range` (RFC 9110 §13.1.5): true when the validator still matches, so the
-/// `Range` header applies. An entity-tag must match `etag` by strong comparison (a weak tag
-/// never matches); an HTTP-date must equal `last_modified` to the second. Anything else is
-/// false (send the whole representation).
-pub fn if_range_matches(value: &str, etag: &str, last_modified: SystemTime) -> bool {
-    let v = value.trim_matches(OWS);
-    if v.starts_with("W/") {
-        return false;
-    }
-    if v.starts_with('"') {
-        return !etag.starts_with("W/") && v == etag;
-    }
-    match httpdate::parse_http_date(v) {
-        Ok(date) => unix_secs(date) == unix_secs(last_modified),
-        Err(_) => false,
-    }
-}
-
-/// Seconds since the Unix epoch (0 for earlier times): the resolution of HTTP dates.
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// One entity-tag of a list: `opaque` includes its double quotes.
+/// A parsed `Content-Range` header value (RFC 9110 §14.4), of the `bytes` unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct EntityTag<'a> {
-    weak: bool,
-    opaque: &'a str,
+pub enum ContentRange {
+    /// `bytes first-last/complete`: the range this answer carries, and the length of the whole
+    /// representation when known (`None` for `*`).
+    Bytes {
+        /// The range carried (end exclusive, never empty).
+        range: ByteRange,
+        /// The complete length, when the sender knows it.
+        complete: Option<u64>,
+    },
+    /// `bytes */complete`: what a 416 answer says.
+    Unsatisfied {
+        /// The complete length.
+        complete: u64,
+    },
 }
 
-/// Parses `"*"` (returns `Ok(None)`) or a comma-separated list of entity-tags. Commas inside
-/// quotes are part of the tag. `Err` on malformed input.
-fn etag_list(value: &str) -> Result<Option<Vec<EntityTag<'_>>>, ()> {
-    if value.trim_matches(OWS) == "*" {
-        return Ok(None);
+/// Parses a `Content-Range` value: `bytes first-last/complete`, `bytes first-last/*` or
+/// `bytes */complete`. `None` for any other unit, malformed syntax, `last < first`, a `last` at
+/// or past a known complete length, or numbers that do not fit in a `u64`.
+pub fn parse_content_range(value: &str) -> Option<ContentRange> {
+    let value = value.trim_matches(OWS);
+    let (unit, rest) = value.split_once(' ')?;
+    if !unit.eq_ignore_ascii_case("bytes") {
+        return None;
     }
-    let mut tags = Vec::new();
-    let mut rest = value;
-    loop {
-        rest = rest.trim_start_matches(|c| c == ',' || OWS.contains(&c));
-        if rest.is_empty() {
-            break;
-        }
-        let weak = rest.starts_with("W/");
-        if weak {
-            rest = &rest[2..];
-        }
-        if !rest.starts_with('"') {
-            return Err(());
-        }
-        let close = rest[1..].find('"').ok_or(())? + 2;
-        tags.push(EntityTag {
-            weak,
-            opaque: &rest[..close],
-        });
-        rest = &rest[close..];
-        let after = rest.trim_start_matches(OWS);
-        if !(after.is_empty() || after.starts_with(',')) {
-            return Err(());
-        }
+    let (range, complete) = rest.trim_start_matches(OWS).split_once('/')?;
+    let complete = match complete {
+        "*" => None,
+        c => Some(exact_number(c)?),
+    };
+    if range == "*" {
+        return complete.map(|complete| ContentRange::Unsatisfied { complete });
     }
-    Ok(Some(tags))
-}
-
-/// `If-Match` (RFC 9110 §13.1.1): `*` or any tag equal to the current strong `etag` by strong
-/// comparison. A malformed header never matches.
-pub fn if_match(value: &str, etag: &str) -> bool {
-    match etag_list(value) {
-        Ok(None) => true,
-        Ok(Some(tags)) => tags.iter().any(|t| !t.weak && t.opaque == etag),
-        Err(()) => false,
+    let (first, last) = range.split_once('-')?;
+    let (start, last) = (exact_number(first)?, exact_number(last)?);
+    if last < start || complete.is_some_and(|c| last >= c) {
+        return None;
     }
+    Some(ContentRange::Bytes {
+        range: ByteRange {
+            start,
+            end: last.checked_add(1)?,
+        },
+        complete,
+    })
 }
 
-/// `If-None-Match` (RFC 9110 §13.1.2): true when `*` or any tag equals `etag` by weak
-/// comparison (the `W/` prefixes are ignored), i.e. when the request's condition is *false*
-/// and a GET gets 304. A malformed header never matches.
-pub fn none_match_hits(value: &str, etag: &str) -> bool {
-    let current = etag.strip_prefix("W/").unwrap_or(etag);
-    match etag_list(value) {
-        Ok(None) => true,
-        Ok(Some(tags)) => tags.iter().any(|t| t.opaque == current),
-        Err(()) => false,
+/// A non-empty run of ASCII digits that fits in a `u64`.
+fn exact_number(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-}
-
-/// A fresh random multipart boundary (not found in file data except by a 2^-128 accident).
-pub fn boundary() -> String {
-    format!("ferry-{:032x}", rand::random::<u128>())
-}
-
-/// The framing of a `multipart/byteranges` body: before each range comes its header block,
-/// after the last one the closing delimiter. `content_length` is the exact body length.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Multipart {
-    /// The value of the response's `Content-Type` header.
-    pub content_type: String,
-    /// Each range with the bytes that precede its data.
-    pub parts: Vec<(String, ByteRange)>,
-    /// The bytes after the last part's data.
-    pub trailer: String,
-    /// Header blocks, data and trailer together.
-    pub content_length: u64,
-}
-
-impl Multipart {
-    /// Frames `ranges` of a representation of `total` bytes whose type is `part_type`.
-    pub fn new(ranges: &[ByteRange], total: u64, part_type: &str, boundary: &str) -> Multipart {
-        let parts: Vec<(String, ByteRange)> = ranges
-            .iter()
-            .map(|r| {
-                let head = format!(
-                    "\r\n--{boundary}\r\nContent-Type: {part_type}\r\nContent-Range: {}\r\n\r\n",
-                    r.content_range(total)
-                );
-                (head, *r)
-            })
-            .collect();
-        let trailer = format!("\r\n--{boundary}--\r\n");
-        let content_length = parts
-            .iter()
-            .map(|(h, r)| h.len() as u64 + r.len())
-            .sum::<u64>()
-            + trailer.len() as u64;
-        Multipart {
-            content_type: format!("multipart/byteranges; boundary={boundary}"),
-            parts,
-            trailer,
-            content_length,
-        }
-    }
+    s.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::time::Duration;
 
     fn r(start: u64, end: u64) -> ByteRange {
         ByteRange { start, end }
@@ -396,6 +323,41 @@ mod tests {
     }
 
     #[test]
+    fn content_range_values() {
+        let b = |start, end, complete| {
+            Some(ContentRange::Bytes {
+                range: r(start, end),
+                complete,
+            })
+        };
+        assert_eq!(
+            parse_content_range("bytes 0-499/1234"),
+            b(0, 500, Some(1234))
+        );
+        assert_eq!(parse_content_range(" BYTES 5-5/* "), b(5, 6, None));
+        assert_eq!(
+            parse_content_range("bytes */7"),
+            Some(ContentRange::Unsatisfied { complete: 7 })
+        );
+        for bad in [
+            "",
+            "bytes",
+            "bytes */*",
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "bytes 0-1",
+            "items 0-1/2",
+            "bytes 0-18446744073709551615/*",
+            "bytes 0-99999999999999999999/*",
+            "bytes -1/2",
+            "bytes 1-/2",
+            "bytes +1-2/3",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn resolves_against_the_length() {
         assert_eq!(partial("bytes=0-499", 10_000), vec![r(0, 500)]);
         assert_eq!(partial("bytes=9500-", 10_000), vec![r(9500, 10_000)]);
@@ -437,68 +399,6 @@ mod tests {
             assert!(got.iter().any(|g| g.start <= i * 10 && i * 10 + 2 <= g.end));
         }
         assert!(got.windows(2).all(|w| w[0].end < w[1].start));
-    }
-
-    #[test]
-    fn if_range_uses_strong_etags_and_exact_dates() {
-        let etag = "\"abc\"";
-        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_nanos(123);
-        let date = httpdate::fmt_http_date(t);
-        assert!(if_range_matches("\"abc\"", etag, t));
-        assert!(if_range_matches(" \"abc\" ", etag, t));
-        assert!(!if_range_matches("W/\"abc\"", etag, t));
-        assert!(!if_range_matches("\"abd\"", etag, t));
-        assert!(!if_range_matches("\"abc\"", "W/\"abc\"", t));
-        assert!(if_range_matches(&date, etag, t));
-        let earlier = httpdate::fmt_http_date(t - Duration::from_secs(1));
-        assert!(!if_range_matches(&earlier, etag, t));
-        assert!(!if_range_matches("yesterday", etag, t));
-        assert!(!if_range_matches("", etag, t));
-    }
-
-    #[test]
-    fn etag_lists() {
-        let e = "\"x1\"";
-        assert!(if_match("*", e));
-        assert!(if_match("\"x1\"", e));
-        assert!(if_match("\"a\", \"x1\"", e));
-        assert!(if_match("\"a,b\",\"x1\"", e));
-        assert!(!if_match("W/\"x1\"", e));
-        assert!(!if_match("\"x2\"", e));
-        assert!(!if_match("x1", e));
-        assert!(!if_match("\"x1", e));
-        assert!(none_match_hits("*", e));
-        assert!(none_match_hits("W/\"x1\"", e));
-        assert!(none_match_hits("\"q\" , W/\"x1\"", e));
-        assert!(!none_match_hits("\"x2\"", e));
-        assert!(!none_match_hits("\"x1\"junk", e));
-        assert!(!none_match_hits("", e));
-    }
-
-    #[test]
-    fn multipart_framing() {
-        let m = Multipart::new(&[r(0, 2), r(5, 6)], 10, "text/plain", "B");
-        assert_eq!(m.content_type, "multipart/byteranges; boundary=B");
-        let data = b"0123456789";
-        let mut body = Vec::new();
-        for (head, range) in &m.parts {
-            body.extend_from_slice(head.as_bytes());
-            body.extend_from_slice(&data[range.start as usize..range.end as usize]);
-        }
-        body.extend_from_slice(m.trailer.as_bytes());
-        assert_eq!(
-            String::from_utf8(body.clone()).unwrap(),
-            "\r\n--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/10\r\n\r\n01\
-             \r\n--B\r\nContent-Type: text/plain\r\nContent-Range: bytes 5-5/10\r\n\r\n5\
-             \r\n--B--\r\n"
-        );
-        assert_eq!(m.content_length, body.len() as u64);
-        let b = boundary();
-        assert!(
-            b.len() > 30 && b.len() <= 70,
-            "RFC 2046 limits boundaries to 70 chars"
-        );
-        assert_ne!(b, boundary());
     }
 
     fn spec() -> impl Strategy<Value = RangeSpec> {
@@ -566,17 +466,77 @@ mod tests {
         }
 
         #[test]
-        fn multipart_length_is_exact(
-            len in 1u64..5000,
-            cuts in proptest::collection::vec((0u64..5000, 1u64..300), 1..40),
-        ) {
-            let ranges: Vec<ByteRange> = cuts.iter()
-                .filter(|(a, _)| *a < len)
-                .map(|&(a, n)| ByteRange { start: a, end: (a + n).min(len) })
-                .collect();
-            let m = Multipart::new(&ranges, len, "application/octet-stream", &boundary());
-            let framed: u64 = m.parts.iter().map(|(h, r)| h.len() as u64 + r.len()).sum();
-            prop_assert_eq!(m.content_length, framed + m.trailer.len() as u64);
+        fn arbitrary_headers_never_panic(value in "\\PC*", len in any::<u64>()) {
+            if let Some(specs) = parse(&value) {
+                prop_assert!(!specs.is_empty());
+                let _ = resolve(&specs, len);
+            }
+            let _ = parse_content_range(&value);
         }
+
+        #[test]
+        fn resolved_ranges_lie_inside_and_are_not_empty(
+            len in prop_oneof![0u64..100, any::<u64>()],
+            specs in proptest::collection::vec(
+                prop_oneof![
+                    (any::<u64>(), proptest::option::of(any::<u64>())).prop_map(|(a, b)| RangeSpec::Int {
+                        first: a,
+                        last: b.map(|b| a.saturating_add(b)),
+                    }),
+                    any::<u64>().prop_map(RangeSpec::Suffix),
+                ],
+                1..50,
+            ),
+        ) {
+            if let Resolution::Partial(ranges) = resolve(&specs, len) {
+                prop_assert!(!ranges.is_empty() && ranges.len() <= MAX_PARTS);
+                for r in &ranges {
+                    prop_assert!(r.start < r.end && r.end <= len, "{:?} of {}", r, len);
+                    prop_assert!(!r.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn coalesce_keeps_the_covered_bytes(
+            cuts in proptest::collection::vec((0u64..2000, 1u64..200), 0..100),
+        ) {
+            let ranges: Vec<ByteRange> = cuts.iter().map(|&(a, n)| ByteRange { start: a, end: a + n }).collect();
+            let merged = coalesce(ranges.clone());
+            prop_assert!(merged.len() <= MAX_PARTS);
+            for r in &ranges {
+                prop_assert!(merged.iter().any(|m| m.start <= r.start && r.end <= m.end), "{:?} lost", r);
+            }
+            // Merged parts never overlap, and only gap bytes are added.
+            let mut sorted = merged.clone();
+            sorted.sort_unstable();
+            prop_assert!(sorted.windows(2).all(|w| w[0].end <= w[1].start));
+            let asked = |i: u64| ranges.iter().any(|r| r.start <= i && i < r.end);
+            for m in &merged {
+                prop_assert!(asked(m.start) && asked(m.end - 1));
+            }
+        }
+
+        #[test]
+        fn content_range_round_trips(start in any::<u64>(), n in 1u64..1 << 40, extra in 0u64..1 << 40) {
+            let end = start.saturating_add(n);
+            prop_assume!(start < end);
+            let total = end.saturating_add(extra);
+            let r = ByteRange { start, end };
+            prop_assert_eq!(
+                parse_content_range(&r.content_range(total)),
+                Some(ContentRange::Bytes { range: r, complete: Some(total) })
+            );
+            prop_assert_eq!(
+                parse_content_range(&unsatisfied_content_range(total)),
+                Some(ContentRange::Unsatisfied { complete: total })
+            );
+            let unknown = format!("bytes {}-{}/*", start, end - 1);
+            prop_assert_eq!(
+                parse_content_range(&unknown),
+                Some(ContentRange::Bytes { range: r, complete: None })
+            );
+        }
+
     }
 }
