@@ -83,7 +83,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
-        .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", describe(&e))))
+        .map_err(Error::HttpClient)
 }
 
 /// One URL and what we learned about it.
