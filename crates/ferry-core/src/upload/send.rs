@@ -12,6 +12,10 @@ use crate::verify::Algorithm;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use url::Url;
+
+/// The digest of the next chunk, being computed: (offset, length, digest task).
+type Ahead = (u64, u64, tokio::task::JoinHandle<std::io::Result<String>>);
 
 impl Shared {
     /// Sends part `i` from `offset` to its end, chunk by chunk.
@@ -27,36 +31,13 @@ impl Shared {
         let mut url = self.url(i)?;
         // The digest of the next chunk is computed while the current one is on the wire, so
         // hashing never leaves the connection idle: (offset, length, digest task).
-        let mut ahead: Option<(u64, u64, tokio::task::JoinHandle<std::io::Result<String>>)> = None;
+        let mut ahead: Option<Ahead> = None;
         while offset < len {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let n = self.chunk.min(len - offset);
-            let checksum = match self.algo {
-                Some(algo) => {
-                    let task = match ahead.take() {
-                        Some((o, l, task)) if o == offset && l == n => task,
-                        other => {
-                            if let Some((_, _, stale)) = other {
-                                stale.abort();
-                            }
-                            self.digest_task(algo, start + offset, n)
-                        }
-                    };
-                    let digest = task
-                        .await
-                        .map_err(|e| Error::Setup(e.to_string()))?
-                        .map_err(|e| Error::io(&self.file, e))?;
-                    let next = offset + n;
-                    if next < len {
-                        let m = self.chunk.min(len - next);
-                        ahead = Some((next, m, self.digest_task(algo, start + next, m)));
-                    }
-                    Some((algo, digest))
-                }
-                None => None,
-            };
+            let checksum = self.chunk_digest(&mut ahead, start, offset, n, len).await?;
             prog.inflight.store(0, Ordering::Relaxed);
             let inflight = Arc::new(AtomicU64::new(0));
             let patch = self.tus.patch(
@@ -104,46 +85,101 @@ impl Shared {
                     detail,
                     retry_after,
                 } => {
-                    // The server may have kept part of the failed PATCH: ask where it stands.
                     let before = offset;
-                    if let Ok(state) = self.tus.head(&url).await
-                        && let Some(o) = state.offset
-                    {
-                        offset = o.min(len);
-                        prog.acked.store(offset, Ordering::Relaxed);
-                    }
+                    offset = self.server_offset(&url, len, offset, prog).await;
                     if offset > before {
                         failures = 0;
                     } else {
                         failures += 1;
                     }
-                    if failures >= self.cfg.retry.max_attempts {
-                        return Err(Error::RetriesExhausted {
-                            url: url.to_string(),
-                            attempts: failures,
-                            last: detail,
-                        });
-                    }
-                    let delay = if offset > before {
-                        Duration::ZERO
-                    } else {
-                        self.cfg.retry.delay(failures, retry_after)
-                    };
-                    self.cfg.events.emit(Event::Retry {
-                        file: self.display.clone(),
-                        url: url.to_string(),
-                        attempt: failures,
-                        delay_ms: delay.as_millis() as u64,
-                        reason: detail,
-                    });
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Err(Error::Cancelled),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    self.retry_pause(&url, failures, offset > before, detail, retry_after)
+                        .await?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The checksum of the chunk of `n` bytes at `offset` of the part starting at `start`
+    /// (`len` bytes long), when the server takes checksums; starts hashing the next chunk.
+    async fn chunk_digest(
+        &self,
+        ahead: &mut Option<Ahead>,
+        start: u64,
+        offset: u64,
+        n: u64,
+        len: u64,
+    ) -> Result<Option<(Algorithm, String)>, Error> {
+        let Some(algo) = self.algo else {
+            return Ok(None);
+        };
+        let task = match ahead.take() {
+            Some((o, l, task)) if o == offset && l == n => task,
+            other => {
+                if let Some((_, _, stale)) = other {
+                    stale.abort();
+                }
+                self.digest_task(algo, start + offset, n)
+            }
+        };
+        let digest = task
+            .await
+            .map_err(|e| Error::task("checksum", e))?
+            .map_err(|e| Error::io(&self.file, e))?;
+        let next = offset + n;
+        if next < len {
+            let m = self.chunk.min(len - next);
+            *ahead = Some((next, m, self.digest_task(algo, start + next, m)));
+        }
+        Ok(Some((algo, digest)))
+    }
+
+    /// After a failed PATCH: the server may have kept part of it, so ask where it stands.
+    /// Returns the offset to go on from (`offset` when the server does not say).
+    async fn server_offset(&self, url: &Url, len: u64, offset: u64, prog: &PartProgress) -> u64 {
+        if let Ok(state) = self.tus.head(url).await
+            && let Some(o) = state.offset
+        {
+            let offset = o.min(len);
+            prog.acked.store(offset, Ordering::Relaxed);
+            return offset;
+        }
+        offset
+    }
+
+    /// Gives up after too many `failures` in a row, else announces the retry and waits for it
+    /// (not at all when the failed attempt still `progressed`).
+    async fn retry_pause(
+        &self,
+        url: &Url,
+        failures: u32,
+        progressed: bool,
+        detail: String,
+        retry_after: Option<Duration>,
+    ) -> Result<(), Error> {
+        if failures >= self.cfg.retry.max_attempts {
+            return Err(Error::RetriesExhausted {
+                url: url.to_string(),
+                attempts: failures,
+                last: detail,
+            });
+        }
+        let delay = if progressed {
+            Duration::ZERO
+        } else {
+            self.cfg.retry.delay(failures, retry_after)
+        };
+        self.cfg.events.emit(Event::Retry {
+            file: self.display.clone(),
+            url: url.to_string(),
+            attempt: failures,
+            delay_ms: delay.as_millis() as u64,
+            reason: detail,
+        });
+        tokio::select! {
+            _ = self.cancel.cancelled() => Err(Error::Cancelled),
+            _ = tokio::time::sleep(delay) => Ok(()),
+        }
     }
 
     /// Hashes `n` bytes of the file from `at` on the blocking pool.
