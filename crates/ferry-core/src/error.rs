@@ -163,7 +163,9 @@ pub enum Error {
     },
 
     /// Every source sent data that failed verification; the verified data is kept.
-    #[error("every source sent data that failed verification ({detail}); the verified data is kept")]
+    #[error(
+        "every source sent data that failed verification ({detail}); the verified data is kept"
+    )]
     NoHonestSource {
         /// The last bad piece.
         detail: String,

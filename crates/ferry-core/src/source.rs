@@ -190,8 +190,8 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
         });
     }
     let hint = match code {
-        401 => "; the server wants credentials (pass them with -H 'Authorization: …')",
-        403 => "; access is forbidden (check the URL, a token or -H headers)",
+        401 => "; the server wants credentials",
+        403 => "; access is forbidden",
         404 | 410 => "; check the URL",
         _ => "",
     };

@@ -39,8 +39,8 @@ use checkpoint::{JournalSlot, checkpoint_loop, progress_loop};
 use client_pool::ClientPool;
 use config::Config;
 use probe::Probe;
-use resume::{Decision, OnDisk, ProbeView, Refusal, RestartReason, ResumeOptions};
 use reqwest::header;
+use resume::{Decision, OnDisk, ProbeView, Refusal, RestartReason, ResumeOptions};
 use shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -264,7 +264,10 @@ impl Download {
 
     /// The destination when it is known before the probe (`-o`, or a directory holding a
     /// journal under the URL's name), with the journal of earlier progress.
-    fn known_destination(&self, restart: bool) -> Result<(Option<PathBuf>, Option<Journal>), Error> {
+    fn known_destination(
+        &self,
+        restart: bool,
+    ) -> Result<(Option<PathBuf>, Option<Journal>), Error> {
         let dest = match &self.cfg.settings.output {
             Output::File(p) => Some(p.clone()),
             Output::Dir(d) => naming::from_url(&self.cfg.urls[0])

@@ -118,8 +118,7 @@ fn take_assignment(shared: &Shared, w: usize) -> Option<Range<u64>> {
     // can tell a slow connection from one that just began.
     let secs = shared.started.elapsed().as_secs_f64();
     if secs > 0.0 && r.is_some() {
-        let avg =
-            shared.fetched.load(Ordering::Relaxed) as f64 / secs / plan.active_count() as f64;
+        let avg = shared.fetched.load(Ordering::Relaxed) as f64 / secs / plan.active_count() as f64;
         plan.set_rate(w, avg);
     }
     r

@@ -81,7 +81,9 @@ pub(crate) async fn create_parts(
     let small = size <= SMALL_FILE && size > 0 && caps.has("creation-with-upload");
     let body = if small {
         Some(bytes::Bytes::from(
-            tokio::fs::read(file).await.map_err(|e| Error::io(file, e))?,
+            tokio::fs::read(file)
+                .await
+                .map_err(|e| Error::io(file, e))?,
         ))
     } else {
         None

@@ -134,8 +134,8 @@ async fn classify(url: &str, res: reqwest::Response, creating: bool) -> TusFailu
         },
         s => {
             let hint = match s {
-                401 => "; check the token (--token)",
-                409 => "; it exists on the server: use --overwrite to replace it",
+                401 => "; check the token",
+                409 => "; it exists on the server",
                 413 => "; the server does not accept a file this large",
                 423 => "; another user is uploading to that name",
                 _ => "",
