@@ -8,7 +8,7 @@
 //!                                                                        <name>.part ──► verify ──► <name>
 //! ```
 //!
-//! The jobs live in submodules: [`config`] (builder and validated settings), `probe` (the
+//! The jobs live in submodules: `config` (builder and validated settings), `probe` (the
 //! first request), `resume` (the resume decision), `worker` and `body` (the connections and
 //! the hot path), `piece_checks`, `checkpoint` (durable progress and progress events),
 //! `client_pool` (HTTP clients shared by downloads) and `finish` (verification and outcome).
@@ -16,7 +16,7 @@
 mod body;
 mod checkpoint;
 mod client_pool;
-pub mod config;
+mod config;
 mod finish;
 mod piece_checks;
 mod probe;
