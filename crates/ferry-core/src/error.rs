@@ -11,6 +11,16 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A URL that cannot be parsed.
+    #[error("invalid URL {url:?}: {source}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// Why it does not parse.
+        #[source]
+        source: url::ParseError,
+    },
+
     /// The environment stops us (TLS roots cannot be loaded, a runtime cannot start…).
     #[error("{0}")]
     Setup(String),

@@ -13,10 +13,13 @@ use url::Url;
 
 /// Why one attempt failed, and whether retrying can help.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Failure {
     /// Try again after a backoff (network error, 5xx, 429, stall, short body, bad range).
     Transient {
+        /// What happened.
         reason: String,
+        /// How long the server asked us to wait.
         retry_after: Option<Duration>,
     },
     /// The remote file is not the one the partial download started from.

@@ -200,7 +200,10 @@ impl DownloadBuilder {
         }
         let mut urls = Vec::new();
         for u in &self.urls {
-            let url = Url::parse(u).map_err(|e| Error::Usage(format!("invalid URL {u:?}: {e}")))?;
+            let url = Url::parse(u).map_err(|source| Error::InvalidUrl {
+                url: u.clone(),
+                source,
+            })?;
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(Error::Usage(format!(
                     "unsupported URL scheme in {u:?}: only http and https"

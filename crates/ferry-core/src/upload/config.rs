@@ -133,8 +133,10 @@ impl UploadBuilder {
 
     /// Checks the endpoint (an http or https URL) and the headers, and returns the upload.
     pub fn build(self) -> Result<Upload, Error> {
-        let endpoint = Url::parse(&self.cfg.endpoint)
-            .map_err(|e| Error::Usage(format!("invalid URL {:?}: {e}", self.cfg.endpoint)))?;
+        let endpoint = Url::parse(&self.cfg.endpoint).map_err(|source| Error::InvalidUrl {
+            url: self.cfg.endpoint.clone(),
+            source,
+        })?;
         if !matches!(endpoint.scheme(), "http" | "https") {
             return Err(Error::Usage(format!(
                 "{endpoint}: only http and https tus endpoints are supported"

@@ -94,16 +94,27 @@ pub fn digest_range(path: &Path, start: u64, len: u64, algo: Algorithm) -> std::
 
 /// How a tus request failed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TusFailure {
     /// Worth retrying (network, 5xx, 423, 429, 409 offset mismatch, 460 checksum mismatch).
     Transient {
+        /// What happened.
         detail: String,
+        /// How long the server asked us to wait.
         retry_after: Option<Duration>,
     },
     /// The upload is gone from the server (404, 410): start it again.
-    Gone { detail: String },
+    Gone {
+        /// What the server said.
+        detail: String,
+    },
     /// Retrying cannot help (401, 403, 409 at creation, 413, 400…).
-    Fatal { status: Option<u16>, detail: String },
+    Fatal {
+        /// The HTTP status, when there was an answer.
+        status: Option<u16>,
+        /// What happened.
+        detail: String,
+    },
 }
 
 /// A tus endpoint and the headers every request carries.
