@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::events::Event;
 use crate::plan::Plan;
 use crate::ranges::RangeSet;
-use crate::source::{self, Failure};
+use crate::source::{self, Failure, HttpSource};
 use reqwest::header;
 use reqwest::{Client, Response, StatusCode};
 use std::ops::Range;
@@ -331,35 +331,7 @@ fn check_response(
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .and_then(source::parse_content_range);
-    // Signs that this source does not (or no longer) serve the file we started from.
-    let mismatch = match resp.status() {
-        StatusCode::PARTIAL_CONTENT => match cr {
-            Some((_, _, total)) if total != shared.validators.length => Some(format!(
-                "length is {} bytes, expected {}",
-                total.map_or("unknown".into(), |t| t.to_string()),
-                shared.validators.length.unwrap_or(0)
-            )),
-            _ => src.validators().and_then(|known| {
-                known.difference(&source::validators_of(headers, cr.and_then(|c| c.2)))
-            }),
-        },
-        StatusCode::RANGE_NOT_SATISFIABLE => Some(format!(
-            "the server says bytes from {start} do not exist (416)"
-        )),
-        // A 200 to a request with If-Range means the file changed; without a validator to send
-        // it means the server stopped honouring ranges. Either way: not the bytes we asked for.
-        status => Some(
-            shared
-                .validators
-                .difference(&source::validators_of(
-                    headers,
-                    source::content_length(headers),
-                ))
-                .unwrap_or_else(|| {
-                    format!("the server answered {status} instead of the requested range")
-                }),
-        ),
-    };
+    let mismatch = serves_another_file(shared, src, &resp, cr, start);
     if let Some(detail) = mismatch {
         if source == 0 || shared.sources.len() == 1 {
             return Err(Failure::Changed(detail));
@@ -406,4 +378,44 @@ fn check_response(
     }
     src.set_effective(url);
     Ok(resp)
+}
+
+/// Signs that source `src` does not (or no longer) serve the file we started from, in its
+/// answer to a range request from `start`: a description of the difference, or `None`.
+fn serves_another_file(
+    shared: &Shared,
+    src: &HttpSource,
+    resp: &Response,
+    cr: Option<(u64, u64, Option<u64>)>,
+    start: u64,
+) -> Option<String> {
+    let headers = resp.headers();
+    match resp.status() {
+        StatusCode::PARTIAL_CONTENT => match cr {
+            Some((_, _, total)) if total != shared.validators.length => Some(format!(
+                "length is {} bytes, expected {}",
+                total.map_or("unknown".into(), |t| t.to_string()),
+                shared.validators.length.unwrap_or(0)
+            )),
+            _ => src.validators().and_then(|known| {
+                known.difference(&source::validators_of(headers, cr.and_then(|c| c.2)))
+            }),
+        },
+        StatusCode::RANGE_NOT_SATISFIABLE => Some(format!(
+            "the server says bytes from {start} do not exist (416)"
+        )),
+        // A 200 to a request with If-Range means the file changed; without a validator to send
+        // it means the server stopped honouring ranges. Either way: not the bytes we asked for.
+        status => Some(
+            shared
+                .validators
+                .difference(&source::validators_of(
+                    headers,
+                    source::content_length(headers),
+                ))
+                .unwrap_or_else(|| {
+                    format!("the server answered {status} instead of the requested range")
+                }),
+        ),
+    }
 }

@@ -141,25 +141,8 @@ impl Upload {
             Some(created)
         };
 
-        let longest = journal
-            .parts
-            .iter()
-            .map(|p| p.end - p.start)
-            .max()
-            .unwrap_or(0);
-        let chunk = self
-            .cfg
-            .chunk_size
-            .unwrap_or_else(|| (longest / 16).clamp(1 << 20, 32 << 20));
-        let progress = journal
-            .parts
-            .iter()
-            .map(|p| PartProgress {
-                acked: AtomicU64::new(0),
-                inflight: AtomicU64::new(0),
-                len: p.end - p.start,
-            })
-            .collect();
+        let chunk = self.chunk_size(&journal);
+        let progress = PartProgress::for_parts(&journal.parts);
         let parts = journal.parts.clone();
         let shared = Arc::new(Shared {
             cfg: self.cfg.clone(),
@@ -178,17 +161,9 @@ impl Upload {
             cancel: cancel.child_token(),
         });
 
-        // Where each part stands on the server.
-        let first_offset = created.and_then(|c| c.first_offset);
-        let mut offsets = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let off = match first_offset {
-                Some(o) if i == 0 => o,
-                _ => shared.offset_of(i, p).await?,
-            };
-            shared.progress[i].acked.store(off, Ordering::Relaxed);
-            offsets.push(off);
-        }
+        let offsets = shared
+            .offsets(&parts, created.and_then(|c| c.first_offset))
+            .await?;
         let resumed: u64 = offsets.iter().sum();
         self.cfg.events.emit(Event::Start {
             url: self.endpoint.to_string(),
@@ -227,6 +202,20 @@ impl Upload {
             secs,
             checksum: shared.algo.map(Algorithm::tus_name),
         })
+    }
+
+    /// Bytes per PATCH: as configured, else a sixteenth of the longest part, between 1 and
+    /// 32 MiB.
+    fn chunk_size(&self, journal: &UploadJournal) -> u64 {
+        let longest = journal
+            .parts
+            .iter()
+            .map(|p| p.end - p.start)
+            .max()
+            .unwrap_or(0);
+        self.cfg
+            .chunk_size
+            .unwrap_or_else(|| (longest / 16).clamp(1 << 20, 32 << 20))
     }
 
     /// The journal of an earlier run of this upload, when it is still usable; else (the file

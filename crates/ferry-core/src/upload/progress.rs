@@ -1,6 +1,7 @@
 //! Progress of an upload: what each part has on the server and in flight, and the ticker that
 //! turns it into `Progress` events.
 
+use super::journal::Part;
 use super::shared::Shared;
 use crate::events::Event;
 use std::sync::Arc;
@@ -15,6 +16,20 @@ pub(crate) struct PartProgress {
     pub(crate) inflight: AtomicU64,
     /// The part's length.
     pub(crate) len: u64,
+}
+
+impl PartProgress {
+    /// Nothing acknowledged yet, for each of `parts`.
+    pub(crate) fn for_parts(parts: &[Part]) -> Vec<PartProgress> {
+        parts
+            .iter()
+            .map(|p| PartProgress {
+                acked: AtomicU64::new(0),
+                inflight: AtomicU64::new(0),
+                len: p.end - p.start,
+            })
+            .collect()
+    }
 }
 
 /// Emits progress (at most 4 per second) while the parts run.

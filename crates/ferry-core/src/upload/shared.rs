@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::events::Event;
 use crate::verify::Algorithm;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -43,6 +43,25 @@ impl Shared {
             url: raw,
             detail: format!("bad upload URL in the journal: {e}"),
         })
+    }
+
+    /// Where each of `parts` stands on the server (the first at `first_offset` when its
+    /// creation just said so), recorded as acknowledged progress.
+    pub(crate) async fn offsets(
+        &self,
+        parts: &[Part],
+        first_offset: Option<u64>,
+    ) -> Result<Vec<u64>, Error> {
+        let mut offsets = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let off = match first_offset {
+                Some(o) if i == 0 => o,
+                _ => self.offset_of(i, p).await?,
+            };
+            self.progress[i].acked.store(off, Ordering::Relaxed);
+            offsets.push(off);
+        }
+        Ok(offsets)
     }
 
     /// The server's offset of part `i`; a part the server forgot is created again.
