@@ -1,7 +1,7 @@
 //! `ferry status`: prints what a resume journal holds (source, validators, done and missing).
 
 use crate::cli::StatusArgs;
-use crate::outcome::{Ending, exit_code};
+use crate::outcome::{self, Command, Ending, exit_code};
 use ferry_core::Journal;
 use ferry_core::journal::with_suffix;
 use indicatif::HumanBytes;
@@ -66,7 +66,8 @@ fn show(target: &Path) -> u8 {
             return exit_code(Ending::Failed);
         }
         Err(e) => {
-            eprintln!("ferry: {e}");
+            // A journal belongs to a `ferry get` download: the advice is get's.
+            eprintln!("ferry: {}", outcome::message(Command::Get, &e));
             return exit_code(Ending::Failed);
         }
     };
