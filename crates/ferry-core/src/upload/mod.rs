@@ -125,18 +125,14 @@ impl Upload {
         let created = if resuming {
             None
         } else {
-            let created = plan::create_parts(
-                &self.cfg,
-                &tus,
-                &caps,
-                &file,
-                size,
-                &metadata,
-                &mut journal,
-                &display,
-                &cancel,
-            )
-            .await?;
+            let requests = plan::Requests {
+                cfg: &self.cfg,
+                display: &display,
+                cancel: &cancel,
+            };
+            let created =
+                plan::create_parts(requests, &tus, &caps, &file, size, &metadata, &mut journal)
+                    .await?;
             journal::save(&journal_path, &journal)?;
             Some(created)
         };

@@ -45,21 +45,34 @@ pub(crate) fn split(size: u64, n: u64) -> Vec<(u64, u64)> {
     out
 }
 
+/// What retried requests need: the settings, the file's name in events, and the stop signal.
+#[derive(Clone, Copy)]
+pub(crate) struct Requests<'a> {
+    /// The upload's settings (retry policy, events, endpoint).
+    pub(crate) cfg: &'a Config,
+    /// The file as named in events.
+    pub(crate) display: &'a str,
+    /// Stops the retries.
+    pub(crate) cancel: &'a CancellationToken,
+}
+
 /// Plans the parts of `file` (`size` bytes) and creates them on the server, recording them in
 /// `journal`: one upload (with the data inside when the file is small and the server allows),
 /// or partial uploads to be joined.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn create_parts(
-    cfg: &Config,
+    requests: Requests<'_>,
     tus: &TusClient,
     caps: &Capabilities,
     file: &Path,
     size: u64,
     metadata: &str,
     journal: &mut UploadJournal,
-    display: &str,
-    cancel: &CancellationToken,
 ) -> Result<Created, Error> {
+    let Requests {
+        cfg,
+        display,
+        cancel,
+    } = requests;
     let n = part_count(size, cfg.connections, caps.has("concatenation"));
     if n > 1 {
         for (start, end) in split(size, n) {
