@@ -255,4 +255,101 @@ mod tests {
         b = Validators::default();
         assert_eq!(a.difference(&b), None);
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn validators() -> impl Strategy<Value = Validators> {
+            (
+                proptest::option::of(any::<u64>()),
+                proptest::option::of("\"[ -~]{0,20}\""),
+                proptest::option::of("[ -~]{0,30}"),
+            )
+                .prop_map(|(length, etag, last_modified)| Validators {
+                    length,
+                    etag,
+                    last_modified,
+                })
+        }
+
+        fn journal() -> impl Strategy<Value = Journal> {
+            (
+                proptest::collection::vec(".{0,40}", 1..4),
+                validators(),
+                proptest::option::of(1u64..1 << 30),
+                proptest::collection::vec((0u64..1 << 40, 1u64..1 << 30), 0..8),
+                any::<u64>(),
+            )
+                .prop_map(|(urls, mut validators, piece_size, ranges, updated)| {
+                    let done = RangeSet::from_ranges(ranges.into_iter().map(|(s, l)| s..s + l));
+                    // A known length covers every done range.
+                    if let Some(len) = &mut validators.length {
+                        *len = (*len).max(done.max_end());
+                    }
+                    Journal {
+                        version: FORMAT_VERSION,
+                        urls,
+                        validators,
+                        piece_size,
+                        done,
+                        updated,
+                    }
+                })
+        }
+
+        proptest! {
+            #[test]
+            fn encode_then_decode_gives_the_journal_back(j in journal()) {
+                prop_assert_eq!(Journal::parse(j.render().as_bytes()), Ok(j));
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Ok(j) = Journal::parse(&bytes) {
+                    prop_assert!(j.done.is_well_formed());
+                }
+            }
+
+            #[test]
+            fn a_damaged_journal_is_refused_or_means_the_same(
+                j in journal(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                cut in any::<bool>(),
+            ) {
+                let mut bytes = j.render().into_bytes();
+                let i = at.index(bytes.len());
+                if cut {
+                    bytes.truncate(i);
+                } else {
+                    bytes[i] = byte;
+                }
+                if let Ok(read) = Journal::parse(&bytes) {
+                    prop_assert_eq!(read, j);
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(48))]
+
+            #[test]
+            fn loading_arbitrary_bytes_gives_a_journal_or_a_typed_error(
+                bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let path = dir.path().join("x.ferry");
+                fs::write(&path, &bytes).expect("write");
+                match Journal::load(&path) {
+                    Ok(Some(_)) => {}
+                    Err(Error::JournalCorrupt { path: p, reason }) => {
+                        prop_assert_eq!(p, path);
+                        prop_assert!(!reason.is_empty());
+                    }
+                    other => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -13,10 +13,13 @@ use url::Url;
 
 /// Why one attempt failed, and whether retrying can help.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Failure {
     /// Try again after a backoff (network error, 5xx, 429, stall, short body, bad range).
     Transient {
+        /// What happened.
         reason: String,
+        /// How long the server asked us to wait.
         retry_after: Option<Duration>,
     },
     /// The remote file is not the one the partial download started from.
@@ -83,7 +86,7 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .pool_max_idle_per_host(64)
         .redirect(reqwest::redirect::Policy::limited(10))
         .build()
-        .map_err(|e| Error::Setup(format!("cannot set up the HTTP client: {}", describe(&e))))
+        .map_err(Error::HttpClient)
 }
 
 /// One URL and what we learned about it.
@@ -190,8 +193,8 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
         });
     }
     let hint = match code {
-        401 => "; the server wants credentials (pass them with -H 'Authorization: …')",
-        403 => "; access is forbidden (check the URL, a token or -H headers)",
+        401 => "; the server wants credentials",
+        403 => "; access is forbidden",
         404 | 410 => "; check the URL",
         _ => "",
     };
@@ -238,7 +241,8 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     if b < a || total.is_some_and(|t| b >= t) {
         return None;
     }
-    Some((a, b + 1, total))
+    // The last byte of a file is at most u64::MAX - 1: its end must be representable.
+    Some((a, b.checked_add(1)?, total))
 }
 
 /// Validators of a response; `length` is the whole file's (from Content-Range or Content-Length).
@@ -299,5 +303,98 @@ mod tests {
         let v = validators_of(&h, Some(3));
         assert_eq!(v.etag, None);
         assert_eq!(v.if_range(), Some("Wed, 21 Oct 2015 07:28:00 GMT"));
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Any u64, often one at the edges.
+        fn edgy() -> impl Strategy<Value = u64> {
+            prop_oneof![
+                any::<u64>(),
+                Just(0),
+                Just(u64::MAX),
+                Just(u64::MAX - 1),
+                0u64..4
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_content_range_parses_to_a_sane_range_or_nothing(v in ".{0,60}") {
+                if let Some((start, end, total)) = parse_content_range(&v) {
+                    prop_assert!(start <= end);
+                    if let Some(t) = total {
+                        prop_assert!(end <= t);
+                    }
+                }
+            }
+
+            #[test]
+            fn content_ranges_of_the_grammar_are_read_back(
+                start in any::<u64>(),
+                len in 1u64..1 << 40,
+                extra in 0u64..1 << 40,
+                known in any::<bool>(),
+                pad in " {0,2}",
+            ) {
+                let last = start.saturating_add(len - 1);
+                prop_assume!(last < u64::MAX);
+                let total = last.checked_add(1 + extra);
+                prop_assume!(total.is_some() || !known);
+                let total_text = match (known, total) {
+                    (true, Some(t)) => t.to_string(),
+                    _ => "*".into(),
+                };
+                let v = format!("{pad}bytes {start}-{last}/{total_text}{pad}");
+                let want_total = if known { total } else { None };
+                prop_assert_eq!(parse_content_range(&v), Some((start, last + 1, want_total)));
+                // A last byte at or past the total is refused.
+                if let Some(t) = want_total {
+                    let bad = format!("bytes {start}-{t}/{t}");
+                    prop_assert_eq!(parse_content_range(&bad), None);
+                }
+            }
+
+            #[test]
+            fn any_numbers_in_a_content_range_are_safe(
+                a in edgy(),
+                b in edgy(),
+                t in proptest::option::of(edgy()),
+            ) {
+                let total = t.map_or("*".to_string(), |t| t.to_string());
+                let got = parse_content_range(&format!("bytes {a}-{b}/{total}"));
+                let valid = a <= b && b < u64::MAX && t.is_none_or(|t| b < t);
+                prop_assert_eq!(got, valid.then(|| (a, b + 1, t)));
+            }
+
+            #[test]
+            fn unsatisfied_ranges_give_the_length(total in any::<u64>()) {
+                let v = format!("bytes */{total}");
+                prop_assert_eq!(parse_content_range(&v), Some((0, 0, Some(total))));
+            }
+
+            #[test]
+            fn any_response_headers_give_validators_and_lengths_without_panic(
+                etag in proptest::collection::vec(0x20u8..0x7f, 0..40),
+                modified in proptest::collection::vec(0x20u8..=0xff, 0..40),
+                length in proptest::collection::vec(0x20u8..0x7f, 0..24),
+                total in proptest::option::of(any::<u64>()),
+            ) {
+                let mut h = HeaderMap::new();
+                h.insert(header::ETAG, HeaderValue::from_bytes(&etag).expect("visible ascii"));
+                if let Ok(v) = HeaderValue::from_bytes(&modified) {
+                    h.insert(header::LAST_MODIFIED, v);
+                }
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from_bytes(&length).expect("visible ascii"));
+                let v = validators_of(&h, total);
+                prop_assert_eq!(v.length, total);
+                let text = String::from_utf8(etag).expect("ascii");
+                prop_assert_eq!(v.etag, Some(text.clone()).filter(|e| !e.starts_with("W/")));
+                let length = String::from_utf8(length).expect("ascii");
+                prop_assert_eq!(content_length(&h), length.trim().parse::<u64>().ok());
+            }
+        }
     }
 }

@@ -77,7 +77,7 @@ impl Expected {
     pub fn parse_spec(spec: &str) -> Result<Expected, Error> {
         let usage = |why: &str| {
             Error::Usage(format!(
-                "invalid --checksum {spec:?}: {why}; expected ALGO=HEX with ALGO one of sha-256, sha-512, sha-1, md5, blake3"
+                "invalid checksum {spec:?}: {why}; expected ALGO=HEX with ALGO one of sha-256, sha-512, sha-1, md5, blake3"
             ))
         };
         let (name, hex_digest) = spec.split_once('=').ok_or_else(|| usage("no '='"))?;

@@ -2,7 +2,7 @@
 //! them `-j` at a time with one shared rate limit, and handles Ctrl-C as a clean pause.
 
 use crate::cli::GetArgs;
-use crate::exit;
+use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::limits::parse_size;
 use ferry_core::{Download, Error, Expected, Output, RateLimiter};
@@ -25,7 +25,7 @@ pub async fn run(args: GetArgs) -> u8 {
         Ok(d) => d,
         Err(msg) => {
             reporter.error(0, "", &msg, false);
-            return exit::USAGE;
+            return exit_code(Ending::Usage);
         }
     };
     let cancel = CancellationToken::new();
@@ -50,28 +50,34 @@ pub async fn run(args: GetArgs) -> u8 {
             let r = d.run(cancel).await;
             match &r {
                 // A pause is reported once for the whole run (below), except to scripts.
-                Err(e @ Error::Cancelled) => reporter.paused(i, &name, &e.to_string()),
-                Err(e) => reporter.error(i, &name, &e.to_string(), e.is_resumable()),
+                Err(e @ Error::Cancelled) => {
+                    reporter.paused(i, &name, &outcome::message(Command::Get, e))
+                }
+                Err(e) => reporter.error(
+                    i,
+                    &name,
+                    &outcome::message(Command::Get, e),
+                    e.is_resumable(),
+                ),
                 Ok(_) => {}
             }
             r
         }));
     }
-    let mut failed = false;
-    let mut interrupted = false;
+    // The run ends as its worst job: interrupted (3) over failed (1) over done (0).
+    let mut code = exit_code(Ending::Done);
     for h in handles {
-        match h.await {
-            Ok(Ok(_)) => {}
-            Ok(Err(Error::Cancelled)) => interrupted = true,
-            Ok(Err(_)) => failed = true,
-            Err(_) => failed = true,
-        }
+        let job = match h.await {
+            Ok(Ok(_)) => exit_code(Ending::Done),
+            Ok(Err(e)) => exit_code(Ending::Engine(&e)),
+            Err(_) => exit_code(Ending::Failed),
+        };
+        code = code.max(job);
     }
-    if interrupted {
-        reporter.note("Paused. Progress is saved; rerun the same command to resume.");
-        return exit::INTERRUPTED;
+    if code == exit_code(Ending::Interrupted) {
+        reporter.note(outcome::PAUSED);
     }
-    if failed { exit::FAILED } else { exit::OK }
+    code
 }
 
 /// Validates the arguments and builds one `Download` per file.
@@ -98,7 +104,7 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
         .as_deref()
         .map(Expected::parse_spec)
         .transpose()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("--checksum: {e}"))?;
     let positive = |s: f64| s > 0.0 && s.is_finite();
     if !positive(args.read_timeout) || !positive(args.connect_timeout) {
         return Err("timeouts must be positive numbers of seconds".into());

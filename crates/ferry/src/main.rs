@@ -1,8 +1,10 @@
 //! The `ferry` binary: parses the command line, runs the command, and maps every outcome to one
-//! exit code in one place (0 done and verified, 1 failed, 2 usage error, 3 interrupted and resumable).
+//! exit code in one place ([`outcome::exit_code`]: 0 done and verified, 1 failed, 2 usage error,
+//! 3 interrupted and resumable).
 
 mod cli;
 mod get;
+mod outcome;
 mod progress;
 mod put;
 mod recv;
@@ -12,15 +14,8 @@ mod signals;
 mod status;
 
 use clap::Parser;
+use outcome::{Ending, exit_code};
 use std::process::ExitCode;
-
-/// Exit codes of the command contract.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILED: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const INTERRUPTED: u8 = 3;
-}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
@@ -35,7 +30,7 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ferry: cannot start the async runtime: {e}");
-            return ExitCode::from(exit::FAILED);
+            return ExitCode::from(exit_code(Ending::Failed));
         }
     };
     let code = runtime.block_on(async {

@@ -2,7 +2,7 @@
 //! runs them one after the other with one shared rate limit, and handles Ctrl-C as a pause.
 
 use crate::cli::PutArgs;
-use crate::exit;
+use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::limits::parse_size;
 use ferry_core::upload::Upload;
@@ -24,7 +24,7 @@ pub async fn run(args: PutArgs) -> u8 {
         Ok(u) => u,
         Err(msg) => {
             reporter.error(0, "", &msg, false);
-            return exit::USAGE;
+            return exit_code(Ending::Usage);
         }
     };
     let cancel = CancellationToken::new();
@@ -37,28 +37,33 @@ pub async fn run(args: PutArgs) -> u8 {
         let upload = match builder.events(reporter.sink(i)).build() {
             Ok(u) => u,
             Err(e) => {
-                reporter.error(i, &name, &e.to_string(), false);
-                return exit::USAGE;
+                reporter.error(i, &name, &outcome::message(Command::Put, &e), false);
+                return exit_code(Ending::Usage);
             }
         };
         match upload.run(cancel.clone()).await {
             Ok(_) => {}
             Err(e @ Error::Cancelled) => {
-                reporter.paused(i, &name, &e.to_string());
-                reporter.note("Paused. Progress is saved; rerun the same command to resume.");
-                return exit::INTERRUPTED;
+                reporter.paused(i, &name, &outcome::message(Command::Put, &e));
+                reporter.note(outcome::PAUSED);
+                return exit_code(Ending::Engine(&e));
             }
             Err(e) => {
-                reporter.error(i, &name, &e.to_string(), e.is_resumable());
+                reporter.error(
+                    i,
+                    &name,
+                    &outcome::message(Command::Put, &e),
+                    e.is_resumable(),
+                );
                 failed = true;
             }
         }
     }
     if cancel.is_cancelled() {
-        reporter.note("Paused. Progress is saved; rerun the same command to resume.");
-        return exit::INTERRUPTED;
+        reporter.note(outcome::PAUSED);
+        return exit_code(Ending::Interrupted);
     }
-    if failed { exit::FAILED } else { exit::OK }
+    exit_code(if failed { Ending::Failed } else { Ending::Done })
 }
 
 /// Validates the arguments and builds one upload per file.

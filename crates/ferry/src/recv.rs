@@ -2,7 +2,7 @@
 //! receives the content from every sender with progress, and maps the outcome to an exit code.
 
 use crate::cli::RecvArgs;
-use crate::exit;
+use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::{Error, RetryPolicy};
 use ferry_p2p::recv::{Receive, RecvError};
@@ -17,13 +17,13 @@ pub async fn run(args: RecvArgs) -> u8 {
             Ok(t) => tickets.push(t),
             Err(e) => {
                 reporter.error(0, "", &format!("ticket {}: {e}", i + 1), false);
-                return exit::USAGE;
+                return exit_code(Ending::Usage);
             }
         }
     }
     if !(1..=256).contains(&args.connections) {
         reporter.error(0, "", "invalid -x: give a number from 1 to 256", false);
-        return exit::USAGE;
+        return exit_code(Ending::Usage);
     }
     let cancel = CancellationToken::new();
     tokio::spawn(crate::signals::cancel_on_stop(cancel.clone()));
@@ -44,19 +44,28 @@ pub async fn run(args: RecvArgs) -> u8 {
                 r.peers,
                 args.dir.display()
             ));
-            exit::OK
+            exit_code(Ending::Done)
         }
         Err(RecvError::File {
-            source: Error::Cancelled,
+            source: e @ Error::Cancelled,
             file,
         }) => {
             reporter.paused(0, &file, "interrupted");
-            reporter.note("Paused. Progress is saved; rerun the same command to resume.");
-            exit::INTERRUPTED
+            reporter.note(outcome::PAUSED);
+            exit_code(Ending::Engine(&e))
         }
         Err(e) => {
-            reporter.error(0, "", &e.to_string(), e.is_resumable());
-            exit::FAILED
+            // A file's error ends with the engine's message: the advice follows it.
+            let (ending, advice) = match &e {
+                RecvError::File { source, .. } => (
+                    Ending::Engine(source),
+                    outcome::advice(Command::Recv, source),
+                ),
+                _ => (Ending::Failed, None),
+            };
+            let message = format!("{e}{}", advice.unwrap_or_default());
+            reporter.error(0, "", &message, e.is_resumable());
+            exit_code(ending)
         }
     }
 }

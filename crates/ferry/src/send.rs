@@ -2,7 +2,7 @@
 //! line of stdout, and serves until Ctrl-C or SIGTERM.
 
 use crate::cli::SendArgs;
-use crate::exit;
+use crate::outcome::{Ending, exit_code};
 use ferry_core::RateLimiter;
 use ferry_core::limits::parse_size;
 use ferry_p2p::send::{Sender, Share};
@@ -17,7 +17,7 @@ pub async fn run(args: SendArgs) -> u8 {
         Some(Some(r)) => Some(Arc::new(RateLimiter::new(r))),
         Some(None) => {
             eprintln!("ferry send: invalid --limit-rate: use e.g. 500K, 20M");
-            return exit::USAGE;
+            return exit_code(Ending::Usage);
         }
     };
     let quiet = args.quiet;
@@ -38,11 +38,11 @@ pub async fn run(args: SendArgs) -> u8 {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             eprintln!("ferry send: {e}");
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
         Err(e) => {
             eprintln!("ferry send: hashing failed: {e}");
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
     };
     let files = share.files.iter().filter(|f| f.is_some()).count();
@@ -51,7 +51,7 @@ pub async fn run(args: SendArgs) -> u8 {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ferry send: {e}");
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
     };
     // The ticket is the first line of stdout, alone, flushed at once (scripts read it).
@@ -80,5 +80,5 @@ pub async fn run(args: SendArgs) -> u8 {
     if !quiet {
         eprintln!("ferry send: stopped after serving {served} bytes");
     }
-    exit::OK
+    exit_code(Ending::Done)
 }

@@ -2,7 +2,7 @@
 //! server is and how to authenticate, and runs until Ctrl-C or SIGTERM.
 
 use crate::cli::ServeArgs;
-use crate::exit;
+use crate::outcome::{Ending, exit_code};
 use ferry_core::limits::parse_size;
 use ferry_server::{Auth, Server, ServerConfig};
 use std::time::Duration;
@@ -13,14 +13,14 @@ pub async fn run(args: ServeArgs) -> u8 {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("ferry serve: {msg}");
-            return exit::USAGE;
+            return exit_code(Ending::Usage);
         }
     };
     let server = match Server::open(config) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ferry serve: {e}");
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
     };
     let listener = match tokio::net::TcpListener::bind(&args.listen).await {
@@ -30,7 +30,7 @@ pub async fn run(args: ServeArgs) -> u8 {
                 "ferry serve: cannot listen on {}: {e}; pick another address with --listen",
                 args.listen
             );
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
     };
     let addr = listener
@@ -49,10 +49,10 @@ pub async fn run(args: ServeArgs) -> u8 {
         eprintln!("ferry serve: stopping; unfinished uploads resume when the server is back");
     };
     match server.run(listener, shutdown).await {
-        Ok(()) => exit::OK,
+        Ok(()) => exit_code(Ending::Done),
         Err(e) => {
             eprintln!("ferry serve: {e}");
-            exit::FAILED
+            exit_code(Ending::Failed)
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `ferry status`: prints what a resume journal holds (source, validators, done and missing).
 
 use crate::cli::StatusArgs;
-use crate::exit;
+use crate::outcome::{self, Command, Ending, exit_code};
 use ferry_core::Journal;
 use ferry_core::journal::with_suffix;
 use indicatif::HumanBytes;
@@ -17,19 +17,19 @@ pub fn run(args: StatusArgs) -> u8 {
                 .collect(),
             Err(e) => {
                 eprintln!("ferry: cannot read {}: {e}", path.display());
-                return exit::FAILED;
+                return exit_code(Ending::Failed);
             }
         };
         journals.sort();
         if journals.is_empty() {
             println!("{}: no partial downloads", path.display());
-            return exit::OK;
+            return exit_code(Ending::Done);
         }
-        let mut code = exit::OK;
+        let mut code = exit_code(Ending::Done);
         for j in journals {
             let target = j.with_extension("");
-            if show(&target) != exit::OK {
-                code = exit::FAILED;
+            if show(&target) != exit_code(Ending::Done) {
+                code = exit_code(Ending::Failed);
             }
             println!();
         }
@@ -56,18 +56,19 @@ fn show(target: &Path) -> u8 {
         Ok(None) => {
             if target.exists() {
                 println!("{}: complete (no journal)", target.display());
-                return exit::OK;
+                return exit_code(Ending::Done);
             }
             eprintln!(
                 "ferry: {}: no download here (no {} journal)",
                 target.display(),
                 jpath.display()
             );
-            return exit::FAILED;
+            return exit_code(Ending::Failed);
         }
         Err(e) => {
-            eprintln!("ferry: {e}");
-            return exit::FAILED;
+            // A journal belongs to a `ferry get` download: the advice is get's.
+            eprintln!("ferry: {}", outcome::message(Command::Get, &e));
+            return exit_code(Ending::Failed);
         }
     };
     let v = &journal.validators;
@@ -127,5 +128,5 @@ fn show(target: &Path) -> u8 {
         journal.version,
         httpdate::fmt_http_date(updated)
     );
-    exit::OK
+    exit_code(Ending::Done)
 }

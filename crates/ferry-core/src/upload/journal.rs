@@ -129,12 +129,39 @@ pub fn path_for(dir: &Path, endpoint: &str, file: &Path) -> PathBuf {
     dir.join(format!("{}.json", &key[..32]))
 }
 
+/// Why bytes are not a usable upload journal.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not the JSON of an upload journal.
+    #[error("not an upload journal: {0}")]
+    Json(#[source] serde_json::Error),
+    /// A journal of another format version.
+    #[error("upload journal format version {found}, this ferry reads version {VERSION}")]
+    Version {
+        /// The version the journal has.
+        found: u32,
+    },
+}
+
+/// Reads a journal from its bytes.
+pub fn decode(bytes: &[u8]) -> Result<UploadJournal, DecodeError> {
+    let j: UploadJournal = serde_json::from_slice(bytes).map_err(DecodeError::Json)?;
+    if j.version != VERSION {
+        return Err(DecodeError::Version { found: j.version });
+    }
+    Ok(j)
+}
+
+/// The bytes [`save`] writes for `journal`.
+pub fn encode(journal: &UploadJournal) -> Vec<u8> {
+    serde_json::to_vec_pretty(journal).expect("journal serialises")
+}
+
 /// Loads a journal; a missing file is `None`, an unreadable or foreign one too (it is only a
 /// hint: the server's offsets are the truth, and starting over loses no data).
 pub fn load(path: &Path) -> Option<UploadJournal> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let j: UploadJournal = serde_json::from_str(&text).ok()?;
-    (j.version == VERSION).then_some(j)
+    decode(&std::fs::read(path).ok()?).ok()
 }
 
 /// Writes the journal atomically (temp file, fsync, rename).
@@ -144,8 +171,7 @@ pub fn save(path: &Path, journal: &UploadJournal) -> Result<(), Error> {
     let tmp = path.with_extension("json.tmp");
     let io = |e| Error::io(&tmp, e);
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&serde_json::to_vec_pretty(journal).expect("journal serialises"))
-        .map_err(io)?;
+    f.write_all(&encode(journal)).map_err(io)?;
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
@@ -184,5 +210,83 @@ mod tests {
         assert!(!j.same_file(&FileIdentity::of(&f).unwrap()));
         remove(&p);
         assert!(load(&p).is_none());
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn journal() -> impl Strategy<Value = UploadJournal> {
+            (
+                ".{0,40}",
+                "[^\u{0}]{0,40}",
+                any::<u64>(),
+                any::<i128>(),
+                "[a-f0-9]{0,64}",
+                ".{0,40}",
+                proptest::collection::vec((".{0,30}", any::<u64>(), any::<u64>()), 0..5),
+                proptest::option::of(".{0,30}"),
+            )
+                .prop_map(
+                    |(endpoint, path, size, mtime_ns, fingerprint, remote, parts, final_url)| {
+                        UploadJournal {
+                            version: VERSION,
+                            endpoint,
+                            path: PathBuf::from(path),
+                            size,
+                            mtime_ns,
+                            fingerprint,
+                            remote,
+                            parts: parts
+                                .into_iter()
+                                .map(|(url, start, end)| Part { url, start, end })
+                                .collect(),
+                            final_url,
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn encode_then_decode_gives_the_journal_back(j in journal()) {
+                prop_assert_eq!(decode(&encode(&j)).expect("decodes"), j);
+            }
+
+            #[test]
+            fn arbitrary_bytes_decode_or_give_a_typed_error(
+                bytes in proptest::collection::vec(any::<u8>(), 0..512),
+            ) {
+                match decode(&bytes) {
+                    Ok(j) => prop_assert_eq!(j.version, VERSION),
+                    Err(DecodeError::Json(_) | DecodeError::Version { .. }) => {}
+                }
+            }
+
+            #[test]
+            fn other_versions_are_refused(j in journal(), version in any::<u32>()) {
+                prop_assume!(version != VERSION);
+                let j = UploadJournal { version, ..j };
+                let refused = matches!(
+                    decode(&encode(&j)),
+                    Err(DecodeError::Version { found }) if found == version
+                );
+                prop_assert!(refused);
+            }
+
+            #[test]
+            fn a_damaged_journal_is_refused_or_still_a_journal(
+                j in journal(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+            ) {
+                let mut bytes = encode(&j);
+                let i = at.index(bytes.len());
+                bytes[i] = byte;
+                if let Ok(read) = decode(&bytes) {
+                    prop_assert_eq!(read.version, VERSION);
+                }
+            }
+        }
     }
 }

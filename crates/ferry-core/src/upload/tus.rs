@@ -31,6 +31,30 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// What an OPTIONS answer's headers announce: `Tus-Extension` and `Tus-Checksum-Algorithm`
+    /// (comma-separated, compared in lower case) and `Tus-Max-Size`. Anything unreadable is
+    /// taken as not announced.
+    pub fn from_headers(headers: &HeaderMap) -> Capabilities {
+        let list = |name: &str| -> Vec<String> {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_ascii_lowercase())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        Capabilities {
+            extensions: list("tus-extension"),
+            checksums: list("tus-checksum-algorithm"),
+            max_size: header_u64(headers, "tus-max-size"),
+        }
+    }
+
+    /// Whether the server announced the extension `ext` (lower case).
     pub fn has(&self, ext: &str) -> bool {
         self.extensions.iter().any(|e| e == ext)
     }
@@ -70,16 +94,27 @@ pub fn digest_range(path: &Path, start: u64, len: u64, algo: Algorithm) -> std::
 
 /// How a tus request failed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum TusFailure {
     /// Worth retrying (network, 5xx, 423, 429, 409 offset mismatch, 460 checksum mismatch).
     Transient {
+        /// What happened.
         detail: String,
+        /// How long the server asked us to wait.
         retry_after: Option<Duration>,
     },
     /// The upload is gone from the server (404, 410): start it again.
-    Gone { detail: String },
+    Gone {
+        /// What the server said.
+        detail: String,
+    },
     /// Retrying cannot help (401, 403, 409 at creation, 413, 400…).
-    Fatal { status: Option<u16>, detail: String },
+    Fatal {
+        /// The HTTP status, when there was an answer.
+        status: Option<u16>,
+        /// What happened.
+        detail: String,
+    },
 }
 
 /// A tus endpoint and the headers every request carries.
@@ -134,8 +169,8 @@ async fn classify(url: &str, res: reqwest::Response, creating: bool) -> TusFailu
         },
         s => {
             let hint = match s {
-                401 => "; check the token (--token)",
-                409 => "; it exists on the server: use --overwrite to replace it",
+                401 => "; check the token",
+                409 => "; it exists on the server",
                 413 => "; the server does not accept a file this large",
                 423 => "; another user is uploading to that name",
                 _ => "",
@@ -182,27 +217,7 @@ impl TusClient {
                 ..Default::default()
             });
         }
-        let list = |name: &str| -> Vec<String> {
-            res.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_ascii_lowercase())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        Ok(Capabilities {
-            extensions: list("tus-extension"),
-            checksums: list("tus-checksum-algorithm"),
-            max_size: res
-                .headers()
-                .get("tus-max-size")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-        })
+        Ok(Capabilities::from_headers(res.headers()))
     }
 
     /// POST: creates an upload. `concat` is an `Upload-Concat` value; `body` the first bytes
@@ -440,5 +455,91 @@ mod tests {
             "Kq5sNclPz7QV2+lfQIuc6R7oRu0="
         );
         assert_eq!(metadata(&[("filename", "a b")]), "filename YSBi");
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Arbitrary bytes a header value may hold (visible ASCII, tab, obs-text).
+        fn value_bytes() -> impl Strategy<Value = Vec<u8>> {
+            proptest::collection::vec(prop_oneof![Just(b'\t'), 0x20u8..0x7f, 0x80u8..=0xff], 0..64)
+        }
+
+        fn headers(pairs: &[(&'static str, Vec<u8>)]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for (name, value) in pairs {
+                h.append(
+                    *name,
+                    HeaderValue::from_bytes(value).expect("valid value bytes"),
+                );
+            }
+            h
+        }
+
+        proptest! {
+            #[test]
+            fn any_options_answer_is_read_without_panic(
+                ext in value_bytes(),
+                sums in value_bytes(),
+                max in value_bytes(),
+            ) {
+                let caps = Capabilities::from_headers(&headers(&[
+                    ("tus-extension", ext),
+                    ("tus-checksum-algorithm", sums),
+                    ("tus-max-size", max),
+                ]));
+                for e in caps.extensions.iter().chain(&caps.checksums) {
+                    prop_assert!(!e.is_empty());
+                    prop_assert_eq!(e.trim(), e.as_str());
+                    prop_assert_eq!(e.to_ascii_lowercase(), e.clone());
+                    prop_assert!(!e.contains(','));
+                }
+                let _ = caps.best_checksum();
+            }
+
+            #[test]
+            fn announced_lists_and_sizes_are_read_back(
+                exts in proptest::collection::vec("[A-Za-z][A-Za-z0-9-]{0,20}", 0..6),
+                max in any::<u64>(),
+                pad in " {0,3}",
+            ) {
+                let caps = Capabilities::from_headers(&headers(&[
+                    ("tus-extension", exts.join(&format!("{pad},{pad}")).into_bytes()),
+                    ("tus-max-size", format!("{pad}{max}{pad}").into_bytes()),
+                ]));
+                let want: Vec<String> = exts.iter().map(|e| e.to_ascii_lowercase()).collect();
+                prop_assert_eq!(caps.extensions, want);
+                prop_assert_eq!(caps.max_size, Some(max));
+                prop_assert!(caps.checksums.is_empty());
+            }
+
+            #[test]
+            fn offsets_are_numbers_or_nothing(value in value_bytes(), n in any::<u64>()) {
+                let h = headers(&[("upload-offset", value.clone())]);
+                let got = header_u64(&h, "upload-offset");
+                // Header text is visible ASCII (and tabs); anything else is unreadable.
+                let ascii = value.iter().all(|b| *b == b'\t' || (0x20..0x7f).contains(b));
+                let text = String::from_utf8(value).ok().filter(|_| ascii);
+                let expect = text.and_then(|t| t.trim().parse::<u64>().ok());
+                prop_assert_eq!(got, expect);
+                let h = headers(&[("upload-offset", n.to_string().into_bytes())]);
+                prop_assert_eq!(header_u64(&h, "upload-offset"), Some(n));
+            }
+
+            #[test]
+            fn any_location_resolves_or_is_a_fatal_failure(location in ".{0,80}") {
+                let tus = TusClient {
+                    client: reqwest::Client::new(),
+                    endpoint: Url::parse("http://127.0.0.1:1/uploads/").expect("url"),
+                    headers: HeaderMap::new(),
+                };
+                match tus.resolve(&location) {
+                    Ok(url) => prop_assert!(!url.as_str().is_empty()),
+                    Err(TusFailure::Fatal { status: None, .. }) => {}
+                    Err(other) => prop_assert!(false, "unexpected {other:?}"),
+                }
+            }
+        }
     }
 }

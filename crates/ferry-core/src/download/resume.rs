@@ -1,0 +1,279 @@
+//! The resume decision: given the journal of earlier progress (if any), what the probe says
+//! about the remote file now, the options and what is on disk, whether to resume, start over,
+//! refuse, or start fresh. A pure function, so every case is tested without a server.
+
+use crate::journal::{Journal, Validators};
+use url::Url;
+
+/// What the probe learned that matters for resuming.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProbeView<'a> {
+    /// The remote file's validators now.
+    pub(crate) validators: &'a Validators,
+    /// The server answered the range we asked for.
+    pub(crate) ranged: bool,
+}
+
+/// The options that matter for resuming.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ResumeOptions<'a> {
+    /// The URLs of this download.
+    pub(crate) urls: &'a [Url],
+    /// Start from zero whatever is on disk (the partial download was discarded already).
+    pub(crate) restart: bool,
+}
+
+/// What is on disk next to the destination.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OnDisk {
+    /// `<name>.part` exists.
+    pub(crate) part_exists: bool,
+    /// The length of `<name>` itself, when it exists.
+    pub(crate) dest_len: Option<u64>,
+}
+
+/// What to do with earlier progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Decision {
+    /// No earlier progress: start a new download.
+    Fresh,
+    /// Continue the journal's download.
+    Resume,
+    /// The journal cannot be continued: start from zero (with a warning saying why).
+    Restart(RestartReason),
+    /// The file is there already, complete (same length, no journal): nothing to fetch.
+    AlreadyComplete {
+        /// Its length.
+        bytes: u64,
+    },
+    /// Do not touch what is on disk.
+    Refuse(Refusal),
+}
+
+/// Why a journal is abandoned and the download starts from zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RestartReason {
+    /// The journal is there but `<name>.part` is not.
+    PartMissing,
+    /// The server no longer answers ranges, so nothing can be appended.
+    NoRanges,
+}
+
+/// Why earlier progress (or a file) stops the download.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The journal describes another file from other URLs: it is not ours to replace.
+    Foreign {
+        /// How the files differ.
+        detail: String,
+    },
+    /// The remote file changed since the journal was written (same URLs).
+    Changed {
+        /// What changed.
+        detail: String,
+    },
+    /// A finished file of another length is in the way.
+    Exists,
+}
+
+/// Decides what to do with earlier progress. A changed remote file is never spliced onto old
+/// bytes.
+pub(crate) fn decide(
+    journal: Option<&Journal>,
+    probe: ProbeView<'_>,
+    options: ResumeOptions<'_>,
+    disk: OnDisk,
+) -> Decision {
+    let Some(j) = journal else {
+        return match disk.dest_len {
+            Some(len) if !options.restart => {
+                // Complete already? Same length and no journal: a rerun of a finished command.
+                if probe.validators.length == Some(len) {
+                    Decision::AlreadyComplete { bytes: len }
+                } else {
+                    Decision::Refuse(Refusal::Exists)
+                }
+            }
+            _ => Decision::Fresh,
+        };
+    };
+    if let Some(detail) = j.validators.difference(probe.validators) {
+        let ours = j
+            .urls
+            .iter()
+            .any(|u| options.urls.iter().any(|v| v.as_str() == u));
+        return Decision::Refuse(if ours {
+            Refusal::Changed { detail }
+        } else {
+            Refusal::Foreign { detail }
+        });
+    }
+    if !disk.part_exists {
+        Decision::Restart(RestartReason::PartMissing)
+    } else if !probe.ranged {
+        Decision::Restart(RestartReason::NoRanges)
+    } else {
+        Decision::Resume
+    }
+}
+
+/// True when a journal with progress has no validator to send in `If-Range`: a change of the
+/// remote file that keeps its length cannot be detected.
+pub(crate) fn unguarded(journal: &Journal) -> bool {
+    journal.validators.if_range().is_none() && !journal.done.is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ranges::RangeSet;
+
+    const URL: &str = "http://a.example/f.bin";
+
+    fn validators(len: u64, etag: &str) -> Validators {
+        Validators {
+            length: Some(len),
+            etag: Some(etag.into()),
+            last_modified: None,
+        }
+    }
+
+    fn journal(len: u64, etag: &str) -> Journal {
+        let mut j = Journal::new(vec![URL.into()], validators(len, etag));
+        j.done.insert(0..10);
+        j
+    }
+
+    fn urls() -> Vec<Url> {
+        vec![Url::parse(URL).unwrap()]
+    }
+
+    fn run(
+        j: Option<&Journal>,
+        now: &Validators,
+        ranged: bool,
+        restart: bool,
+        disk: OnDisk,
+    ) -> Decision {
+        let urls = urls();
+        decide(
+            j,
+            ProbeView {
+                validators: now,
+                ranged,
+            },
+            ResumeOptions {
+                urls: &urls,
+                restart,
+            },
+            disk,
+        )
+    }
+
+    const PART: OnDisk = OnDisk {
+        part_exists: true,
+        dest_len: None,
+    };
+    const NOTHING: OnDisk = OnDisk {
+        part_exists: false,
+        dest_len: None,
+    };
+
+    #[test]
+    fn same_file_with_its_part_resumes() {
+        let j = journal(100, "\"a\"");
+        assert_eq!(
+            run(Some(&j), &validators(100, "\"a\""), true, false, PART),
+            Decision::Resume
+        );
+    }
+
+    #[test]
+    fn nothing_on_disk_is_fresh() {
+        assert_eq!(
+            run(None, &validators(100, "\"a\""), true, false, NOTHING),
+            Decision::Fresh
+        );
+    }
+
+    #[test]
+    fn a_changed_file_from_the_same_url_is_refused_as_changed() {
+        let j = journal(100, "\"a\"");
+        assert_eq!(
+            run(Some(&j), &validators(100, "\"b\""), true, false, PART),
+            Decision::Refuse(Refusal::Changed {
+                detail: "ETag changed from \"a\" to \"b\"".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_journal_of_other_urls_and_another_file_is_foreign() {
+        let mut j = journal(100, "\"a\"");
+        j.urls = vec!["http://elsewhere.example/g".into()];
+        assert_eq!(
+            run(Some(&j), &validators(120, "\"a\""), true, false, PART),
+            Decision::Refuse(Refusal::Foreign {
+                detail: "length changed from 100 to 120 bytes".into()
+            })
+        );
+        // Other URLs but the same file: resumed.
+        assert_eq!(
+            run(Some(&j), &validators(100, "\"a\""), true, false, PART),
+            Decision::Resume
+        );
+    }
+
+    #[test]
+    fn a_missing_part_or_lost_range_support_restarts() {
+        let j = journal(100, "\"a\"");
+        assert_eq!(
+            run(Some(&j), &validators(100, "\"a\""), true, false, NOTHING),
+            Decision::Restart(RestartReason::PartMissing)
+        );
+        assert_eq!(
+            run(Some(&j), &validators(100, "\"a\""), false, false, PART),
+            Decision::Restart(RestartReason::NoRanges)
+        );
+    }
+
+    #[test]
+    fn a_finished_file_is_complete_or_in_the_way() {
+        let same = OnDisk {
+            part_exists: false,
+            dest_len: Some(100),
+        };
+        assert_eq!(
+            run(None, &validators(100, "\"a\""), true, false, same),
+            Decision::AlreadyComplete { bytes: 100 }
+        );
+        let other = OnDisk {
+            part_exists: false,
+            dest_len: Some(99),
+        };
+        assert_eq!(
+            run(None, &validators(100, "\"a\""), true, false, other),
+            Decision::Refuse(Refusal::Exists)
+        );
+        let unknown = Validators::default();
+        assert_eq!(
+            run(None, &unknown, false, false, same),
+            Decision::Refuse(Refusal::Exists)
+        );
+        // --restart replaces it.
+        assert_eq!(
+            run(None, &validators(100, "\"a\""), true, true, other),
+            Decision::Fresh
+        );
+    }
+
+    #[test]
+    fn progress_without_validators_is_unguarded() {
+        let mut j = journal(100, "\"a\"");
+        assert!(!unguarded(&j));
+        j.validators.etag = None;
+        assert!(unguarded(&j));
+        j.done = RangeSet::new();
+        assert!(!unguarded(&j));
+    }
+}
