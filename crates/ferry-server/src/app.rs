@@ -70,6 +70,7 @@ pub enum ServerError {
 /// A ready server: open state, not yet listening.
 pub struct Server {
     root: PathBuf,
+    data: Arc<dyn DataStore>,
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     uploads: Arc<Uploads>,
@@ -108,9 +109,10 @@ impl Server {
         policy.expiry = config.upload_expiry;
         policy.idle_timeout = config.idle_timeout;
         policy.multi_user = config.auth.multi_user();
-        let uploads = Arc::new(Uploads::new(state, data, metrics.clone(), policy));
+        let uploads = Arc::new(Uploads::new(state, data.clone(), metrics.clone(), policy));
         Server {
             root,
+            data,
             auth: Arc::new(config.auth.clone()),
             metrics,
             uploads,
@@ -130,7 +132,7 @@ impl Server {
     /// The whole HTTP application.
     pub fn router(&self) -> Router {
         let files = Arc::new(FilesState {
-            root: self.root.clone(),
+            data: self.data.clone(),
             metrics: self.metrics.clone(),
             uploads: self.uploads.clone(),
         });
@@ -265,14 +267,14 @@ async fn cors(req: Request, next: Next) -> Response {
 }
 
 struct FilesState {
-    root: PathBuf,
+    data: Arc<dyn DataStore>,
     metrics: Arc<Metrics>,
     uploads: Arc<Uploads>,
 }
 
 /// The served directory's root listing (`/`, `/files`, `/files/`).
 async fn index(State(s): State<Arc<FilesState>>, method: Method, headers: HeaderMap) -> Response {
-    crate::files::respond(&s.root, "", &method, &headers, &s.metrics, "/files/").await
+    crate::files::respond(&*s.data, "", &method, &headers, &s.metrics, "/files/").await
 }
 
 async fn file(
@@ -281,7 +283,7 @@ async fn file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    crate::files::respond(&s.root, &path, &method, &headers, &s.metrics, "/files/").await
+    crate::files::respond(&*s.data, &path, &method, &headers, &s.metrics, "/files/").await
 }
 
 async fn metrics(State(s): State<Arc<FilesState>>) -> Response {

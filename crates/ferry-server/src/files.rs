@@ -6,6 +6,7 @@
 //! [`LocalFile`], which does ranges, conditionals, `HEAD` and the streamed body; every body
 //! byte is counted into [`Metrics::bytes_served`] once the connection has taken it.
 
+use crate::data::{DataStore, Node, ReadError};
 use crate::listing;
 use crate::metrics::Metrics;
 use crate::safepath::{self, PathError};
@@ -13,22 +14,20 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use ferry_http::LocalFile;
 use ferry_http::responder::{ByteCounter, Options, counted_bytes, set_text};
-use std::fs::{File, Metadata};
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::media::content_type;
 pub use ferry_http::local::{CHUNK, modified, strong_etag};
 
-/// Answers GET or HEAD for `rel` (percent-decoded path after `/files/`) under `root` (canonical).
+/// Answers GET or HEAD for `rel` (percent-decoded path after `/files/`) of the landed files in
+/// `data`.
 ///
 /// `base` is the URL path under which `rel` lives (e.g. `/files/`): directory redirects and the
 /// links of listings are `base` + the percent-encoded path.
 pub async fn respond(
-    root: &Path,
+    data: &dyn DataStore,
     rel: &str,
     method: &Method,
     headers: &HeaderMap,
@@ -49,29 +48,19 @@ pub async fn respond(
         Err(e) => return refused(&e),
     };
     let slash_form = rel.is_empty() || rel.ends_with('/');
-    let rel_path: PathBuf = parts.iter().collect();
-    let opened = {
-        let root = root.to_owned();
-        tokio::task::spawn_blocking(move || open(&root, &rel_path)).await
-    };
-    let opened = match opened {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return open_error(e),
-        Err(e) => return internal(&io::Error::other(e)),
-    };
     let head = method == Method::HEAD;
-    match opened {
-        Opened::File(file, meta) => {
+    match data.open(&parts).await {
+        Err(e) => open_error(e),
+        Ok(Node::File(rep)) => {
             if slash_form {
                 return text(
                     StatusCode::NOT_FOUND,
                     "not found: this is a file, not a directory",
                 );
             }
-            let name = parts.last().map(String::as_str).unwrap_or_default();
-            serve_file(file, &meta, name, head, headers, metrics)
+            ferry_http::respond(rep, head, headers, &served(metrics))
         }
-        Opened::Dir(dir) => {
+        Ok(Node::Dir) => {
             if !slash_form {
                 let location = format!("{}/", listing::href(base, &parts));
                 let mut res = text(
@@ -83,15 +72,14 @@ pub async fn respond(
                 }
                 return res;
             }
-            serve_dir(root, dir, &parts, base, head, headers, metrics).await
+            serve_dir(data, &parts, base, head, headers, metrics).await
         }
     }
 }
 
 /// A directory's listing: JSON when the client accepts `application/json`, else HTML.
 async fn serve_dir(
-    root: &Path,
-    dir: PathBuf,
+    data: &dyn DataStore,
     parts: &[String],
     base: &str,
     head: bool,
@@ -103,12 +91,9 @@ async fn serve_dir(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("application/json"));
-    let root = root.to_owned();
-    let entries = tokio::task::spawn_blocking(move || listing::read_dir(&root, &dir)).await;
-    let entries = match entries {
-        Ok(Ok(entries)) => entries,
-        Ok(Err(e)) => return open_error(OpenError::Io(e)),
-        Err(e) => return internal(&io::Error::other(e)),
+    let entries = match data.list(parts).await {
+        Ok(entries) => entries,
+        Err(e) => return open_error(e),
     };
     let (body, content_type) = if json {
         (listing::json(&entries), "application/json")
@@ -138,63 +123,6 @@ async fn serve_dir(
         *res.body_mut() = counted_bytes(Bytes::from(body), &served(metrics));
     }
     res
-}
-
-/// What a request path names.
-enum Opened {
-    File(File, Metadata),
-    Dir(PathBuf),
-}
-
-/// Why a request path could not be opened.
-#[derive(Debug, thiserror::Error)]
-enum OpenError {
-    #[error(transparent)]
-    Refused(#[from] PathError),
-    #[error("not a regular file or directory")]
-    Special,
-    #[error(transparent)]
-    Io(#[from] io::Error),
-}
-
-/// Resolves and opens `rel` under `root` (blocking). The opened file's real path is checked
-/// again after the open, so a symlink swapped in after the resolution cannot lead outside.
-fn open(root: &Path, rel: &Path) -> Result<Opened, OpenError> {
-    let canonical = safepath::resolve_existing(root, rel)??;
-    // Non-blocking: a FIFO swapped in does not hang the thread; no-follow: nor does a symlink.
-    let flags = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags as i32)
-        .open(&canonical)?;
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
-            safepath::check_inside(root, &real)?;
-        }
-    }
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        Ok(Opened::Dir(canonical))
-    } else if meta.is_file() {
-        Ok(Opened::File(file, meta))
-    } else {
-        Err(OpenError::Special)
-    }
-}
-
-/// Answers for a regular file: the shared range responder over the open file.
-fn serve_file(
-    file: File,
-    meta: &Metadata,
-    name: &str,
-    head: bool,
-    headers: &HeaderMap,
-    metrics: &Arc<Metrics>,
-) -> Response {
-    let rep = LocalFile::new(file, meta, content_type(name));
-    ferry_http::respond(Arc::new(rep), head, headers, &served(metrics))
 }
 
 /// Counts body bytes into [`Metrics::bytes_served`].
@@ -231,11 +159,11 @@ fn refused(e: &PathError) -> Response {
     }
 }
 
-fn open_error(e: OpenError) -> Response {
+fn open_error(e: ReadError) -> Response {
     match e {
-        OpenError::Refused(e) => refused(&e),
-        OpenError::Special => text(StatusCode::FORBIDDEN, format!("forbidden: {e}")),
-        OpenError::Io(e) => match e.kind() {
+        ReadError::Refused(e) => refused(&e),
+        ReadError::Special => text(StatusCode::FORBIDDEN, format!("forbidden: {e}")),
+        ReadError::Io(e) => match e.kind() {
             io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
                 text(StatusCode::NOT_FOUND, "not found")
             }
@@ -259,63 +187,13 @@ fn internal(e: &io::Error) -> Response {
     )
 }
 
-/// Content-Type from the file name's extension; `application/octet-stream` when unknown.
-pub fn content_type(name: &str) -> &'static str {
-    let ext = match name.rsplit_once('.') {
-        Some((stem, ext)) if !stem.is_empty() => ext.to_ascii_lowercase(),
-        _ => return "application/octet-stream",
-    };
-    match ext.as_str() {
-        "html" | "htm" => "text/html; charset=utf-8",
-        "txt" | "text" | "log" | "md" => "text/plain; charset=utf-8",
-        "css" => "text/css",
-        "csv" => "text/csv",
-        "js" | "mjs" => "text/javascript",
-        "json" => "application/json",
-        "xml" => "application/xml",
-        "xhtml" => "application/xhtml+xml",
-        "svg" => "image/svg+xml",
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "webp" => "image/webp",
-        "avif" => "image/avif",
-        "ico" => "image/vnd.microsoft.icon",
-        "bmp" => "image/bmp",
-        "tif" | "tiff" => "image/tiff",
-        "mp4" | "m4v" => "video/mp4",
-        "webm" => "video/webm",
-        "mkv" => "video/x-matroska",
-        "mov" => "video/quicktime",
-        "avi" => "video/x-msvideo",
-        "mp3" => "audio/mpeg",
-        "m4a" => "audio/mp4",
-        "ogg" | "oga" => "audio/ogg",
-        "opus" => "audio/opus",
-        "flac" => "audio/flac",
-        "wav" => "audio/wav",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" | "tgz" => "application/gzip",
-        "bz2" => "application/x-bzip2",
-        "xz" => "application/x-xz",
-        "zst" => "application/zstd",
-        "tar" => "application/x-tar",
-        "7z" => "application/x-7z-compressed",
-        "iso" => "application/x-iso9660-image",
-        "wasm" => "application/wasm",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        _ => "application/octet-stream",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use axum::http::HeaderName;
     use ferry_http::responder::runs_scripts;
     use http_body_util::BodyExt;
+    use std::path::PathBuf;
 
     struct Fixture {
         _dir: tempfile::TempDir,
@@ -355,7 +233,8 @@ mod tests {
                     HeaderValue::from_str(v).unwrap(),
                 );
             }
-            let res = respond(&self.root, rel, &method, &h, &self.metrics, "/files/").await;
+            let data = crate::data::local::LocalDir::reader(&self.root);
+            let res = respond(&data, rel, &method, &h, &self.metrics, "/files/").await;
             let status = res.status();
             let headers = res.headers().clone();
             let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod data;
 pub mod files;
 pub mod listing;
+pub mod media;
 pub mod metrics;
 pub mod safepath;
 pub mod socket;

@@ -1,5 +1,5 @@
 //! The file side over real HTTP: a small axum router that sends `/`, `/files/` and
-//! `/files/{*path}` to `ferry_server::files::respond`, driven by reqwest, raw TCP (paths that
+//! `/files/{*path}` to `ferry_server::files::respond` over a `LocalDir` data store, driven by reqwest, raw TCP (paths that
 //! clients would normalise) and the real `curl` binary. Bodies are checked byte for byte; ranges,
 //! multipart, conditionals, HEAD, traversal, symlink escape, the state directory and listings.
 
@@ -8,6 +8,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::Response;
 use axum::routing::any;
+use ferry_server::data::local::LocalDir;
 use ferry_server::files;
 use ferry_server::metrics::Metrics;
 use std::net::SocketAddr;
@@ -29,11 +30,13 @@ async fn file_route(
     headers: HeaderMap,
     UrlPath(path): UrlPath<String>,
 ) -> Response {
-    files::respond(&st.root, &path, &method, &headers, &st.metrics, "/files/").await
+    let data = LocalDir::reader(&st.root);
+    files::respond(&data, &path, &method, &headers, &st.metrics, "/files/").await
 }
 
 async fn top_route(State(st): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    files::respond(&st.root, "", &method, &headers, &st.metrics, "/files/").await
+    let data = LocalDir::reader(&st.root);
+    files::respond(&data, "", &method, &headers, &st.metrics, "/files/").await
 }
 
 /// A served tree: `root/` (the served directory) inside a temporary directory whose other

@@ -6,13 +6,17 @@
 //! (copy_file_range where the OS allows, via `io::copy`).
 
 use super::body::{self, write_body};
-use super::{AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming};
+use super::{AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, ReadError};
+use crate::listing;
 use crate::safepath::{self, STATE_DIR};
 use async_trait::async_trait;
 use ferry_core::verify::Hasher;
-use std::fs::{File, OpenOptions};
+use ferry_http::LocalFile;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The staging area of one served directory.
 #[derive(Debug, Clone)]
@@ -22,14 +26,21 @@ pub struct LocalDir {
 }
 
 impl LocalDir {
-    /// Creates `<root>/.ferry/uploads` if needed. `root` must be canonical.
+    /// The tree at `root` (canonical), staging under `<root>/.ferry/uploads`, which is created
+    /// if needed.
     pub fn open(root: &Path) -> io::Result<LocalDir> {
-        let dir = root.join(STATE_DIR).join("uploads");
-        std::fs::create_dir_all(&dir)?;
-        Ok(LocalDir {
+        let local = LocalDir::reader(root);
+        std::fs::create_dir_all(&local.dir)?;
+        Ok(local)
+    }
+
+    /// The tree at `root` (canonical) for reading only: nothing is created (staging an upload
+    /// fails until [`LocalDir::open`] made the staging directory).
+    pub fn reader(root: &Path) -> LocalDir {
+        LocalDir {
             root: root.to_path_buf(),
-            dir,
-        })
+            dir: root.join(STATE_DIR).join("uploads"),
+        }
     }
 
     /// The staged data file of upload `id`.
@@ -392,6 +403,68 @@ impl DataStore for LocalDir {
             dir.land_sync(&id, &target, overwrite)
         })
         .await
+    }
+
+    async fn open(&self, path: &[String]) -> Result<Node, ReadError> {
+        let root = self.root.clone();
+        let rel: PathBuf = path.iter().collect();
+        let opened = tokio::task::spawn_blocking(move || open_path(&root, &rel))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(match opened {
+            Opened::Dir(_) => Node::Dir,
+            Opened::File(file, meta) => {
+                let name = path.last().map(String::as_str).unwrap_or_default();
+                let content_type = crate::media::content_type(name);
+                Node::File(Arc::new(LocalFile::new(file, &meta, content_type)))
+            }
+        })
+    }
+
+    async fn list(&self, path: &[String]) -> Result<Vec<listing::Entry>, ReadError> {
+        let root = self.root.clone();
+        let rel: PathBuf = path.iter().collect();
+        tokio::task::spawn_blocking(move || match open_path(&root, &rel)? {
+            Opened::Dir(dir) => Ok(listing::read_dir(&root, &dir)?),
+            Opened::File(..) => Err(ReadError::Io(io::Error::from(io::ErrorKind::NotADirectory))),
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// What a request path names.
+enum Opened {
+    /// A regular file, open, with its metadata.
+    File(File, Metadata),
+    /// A folder, by its canonical path.
+    Dir(PathBuf),
+}
+
+/// Resolves and opens `rel` under `root` (blocking). The opened file's real path is checked
+/// again after the open, so a symlink swapped in after the resolution cannot lead outside.
+fn open_path(root: &Path, rel: &Path) -> Result<Opened, ReadError> {
+    let canonical = safepath::resolve_existing(root, rel)??;
+    // Non-blocking: a FIFO swapped in does not hang the thread; no-follow: nor does a symlink.
+    let flags = (rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW).bits();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(&canonical)?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        if let Ok(real) = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd())) {
+            safepath::check_inside(root, &real)?;
+        }
+    }
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        Ok(Opened::Dir(canonical))
+    } else if meta.is_file() {
+        Ok(Opened::File(file, meta))
+    } else {
+        Err(ReadError::Special)
     }
 }
 

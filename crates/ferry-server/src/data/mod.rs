@@ -1,6 +1,7 @@
-//! Upload bytes: the [`DataStore`] trait that stages the bytes of unfinished uploads (append at
-//! an offset, verify, cut back, assemble parts) and lands finished ones at their target, and the
-//! types it speaks. [`LocalDir`](local::LocalDir) keeps them under the served directory's state
+//! Bytes: the [`DataStore`] trait that stages the bytes of unfinished uploads (append at an
+//! offset, verify, cut back, assemble parts), lands finished ones at their target, and reads
+//! the landed files (by ranges, through [`ferry_http::Representation`]) and their folders; and
+//! the types it speaks. [`LocalDir`](local::LocalDir) keeps them under the served directory's state
 //! directory; an object store (S3 multipart uploads) implements the same trait. Nothing here
 //! assumes that staged data is a local file: an upload is named by its id, a landed file by its
 //! target path relative to the served root.
@@ -13,6 +14,7 @@ use crate::socket::ConnSocket;
 use async_trait::async_trait;
 use ferry_core::verify::Algorithm;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The digest a request body must have (`Upload-Checksum`): its bytes are kept only when it
@@ -126,6 +128,29 @@ impl DataError {
     }
 }
 
+/// What a path of the served tree holds.
+pub enum Node {
+    /// A file, readable by ranges.
+    File(Arc<dyn ferry_http::Representation>),
+    /// A folder (its entries come from [`DataStore::list`]).
+    Dir,
+}
+
+/// Why a path of the served tree cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The path is refused (it escapes the root, names the state directory, …).
+    #[error(transparent)]
+    Refused(#[from] PathError),
+    /// Neither a regular file nor a folder (a FIFO, a device).
+    #[error("not a regular file or directory")]
+    Special,
+    /// Reading failed (`NotFound` included).
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Whether an I/O error means "no space" (a full disk, a quota, a file size limit).
 pub fn is_disk_full(e: &io::Error) -> bool {
     matches!(
@@ -172,4 +197,11 @@ pub trait DataStore: Send + Sync + 'static {
     /// Moves upload `id`'s complete data to `target` atomically and durably. Without
     /// `overwrite` an existing target is never replaced ([`DataError::TargetExists`]).
     async fn land(&self, id: &str, target: &str, overwrite: bool) -> Result<(), DataError>;
+
+    /// What is at `path` (components already checked by [`crate::safepath::components`]; empty
+    /// for the root) among the landed files. Never anything of the state.
+    async fn open(&self, path: &[String]) -> Result<Node, ReadError>;
+
+    /// The entries of the folder at `path`: folders first, then by name.
+    async fn list(&self, path: &[String]) -> Result<Vec<crate::listing::Entry>, ReadError>;
 }
