@@ -121,3 +121,37 @@ async fn redb_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     contract(&RedbStore::open(&dir.path().join("state.redb")).unwrap()).await;
 }
+
+/// What only the embedded store promises: one opener at a time, and every committed
+/// write there after a reopen (beyond the contract above).
+#[tokio::test]
+async fn one_opener_and_durable_across_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(
+            store.create(&record("a", Some("x/y"))).await.unwrap(),
+            Created::Ok
+        );
+        let mut a = store.get("a").await.unwrap().unwrap();
+        a.offset = 5;
+        store.update(&a).await.unwrap();
+        store.set_file_owner("x/y", "ann").await.unwrap();
+        assert!(
+            RedbStore::open(&path).is_err(),
+            "a second opener is refused"
+        );
+    }
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get("a").await.unwrap().unwrap().offset, 5);
+    assert_eq!(
+        store.file_owner("x/y").await.unwrap().as_deref(),
+        Some("ann")
+    );
+    assert_eq!(
+        store.create(&record("b", Some("x/y"))).await.unwrap(),
+        Created::TargetBusy { holder: "a".into() },
+        "reservations survive too"
+    );
+}

@@ -5,16 +5,15 @@
 //! PATCHes, expiry, concatenation, termination and metrics. (What needs the real binary, a
 //! kill -9 and a full disk, is in `crates/ferry/tests/serve_tus.rs`.)
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ferry_server::data::local::LocalDir;
 use ferry_server::store::memory::MemoryStore;
 use ferry_server::{Auth, Server, ServerConfig};
+use ferry_testkit::tus::{TusTester, header, location, metadata, raw_patch, sha1_b64, text};
 use ferry_testkit::util::{random_bytes, wait_until};
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,12 +81,11 @@ impl Drop for Srv {
     }
 }
 
-/// A served temp dir and a client speaking tus as one user.
+/// A served temp dir, and a client speaking tus as any user (through `Deref`).
 struct Env {
     srv: Srv,
-    dir: PathBuf,
+    tus: TusTester,
     _tmp: tempfile::TempDir,
-    client: reqwest::Client,
 }
 
 impl Env {
@@ -118,187 +116,21 @@ impl Env {
                 _ => panic!("unknown option {name}"),
             }
         }
+        let srv = Srv::start(&dir, config);
         Env {
-            srv: Srv::start(&dir, config),
-            dir,
+            tus: TusTester::new(srv.url(""), dir, ANN),
+            srv,
             _tmp: tmp,
-            client: reqwest::Client::new(),
         }
     }
-
-    fn req(&self, token: &str, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let url = if path.starts_with("http") {
-            path.to_string()
-        } else {
-            self.srv.url(path)
-        };
-        self.client
-            .request(method, url)
-            .header("Tus-Resumable", "1.0.0")
-            .bearer_auth(token)
-    }
-
-    /// POST /uploads/ with a length (or deferred) and metadata; asserts 201; returns the URL path.
-    async fn create(&self, token: &str, len: Option<u64>, meta: &[(&str, &str)]) -> String {
-        let r = self.post(token, len, meta, &[]).await;
-        assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
-        location(&r)
-    }
-
-    async fn post(
-        &self,
-        token: &str,
-        len: Option<u64>,
-        meta: &[(&str, &str)],
-        extra: &[(&str, &str)],
-    ) -> Response {
-        let mut b = self.req(token, Method::POST, "/uploads/");
-        b = match len {
-            Some(l) => b.header("Upload-Length", l.to_string()),
-            None => b.header("Upload-Defer-Length", "1"),
-        };
-        if !meta.is_empty() {
-            b = b.header("Upload-Metadata", metadata(meta));
-        }
-        for (k, v) in extra {
-            b = b.header(*k, *v);
-        }
-        b.send().await.unwrap()
-    }
-
-    async fn patch(&self, token: &str, url: &str, offset: u64, body: &[u8]) -> Response {
-        self.req(token, Method::PATCH, url)
-            .header("Upload-Offset", offset.to_string())
-            .header("Content-Type", "application/offset+octet-stream")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A PATCH that must be accepted (204).
-    async fn patch_ok(&self, token: &str, url: &str, offset: u64, body: &[u8]) {
-        let r = self.patch(token, url, offset, body).await;
-        assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
-    }
-
-    async fn head(&self, token: &str, url: &str) -> Response {
-        self.req(token, Method::HEAD, url).send().await.unwrap()
-    }
-
-    async fn offset(&self, token: &str, url: &str) -> u64 {
-        let r = self.head(token, url).await;
-        assert_eq!(r.status(), StatusCode::OK);
-        header(&r, "upload-offset").parse().unwrap()
-    }
-
-    /// The staged data file of an upload URL.
-    fn staged(&self, url: &str) -> PathBuf {
-        self.dir
-            .join(".ferry/uploads")
-            .join(url.rsplit('/').next().unwrap())
-    }
-
-    fn staged_len(&self, url: &str) -> Option<u64> {
-        std::fs::metadata(self.staged(url)).ok().map(|m| m.len())
-    }
-
-    async fn metric(&self, name: &str) -> u64 {
-        let body = self
-            .req(ANN, Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
-            .parse()
-            .unwrap()
-    }
 }
 
-fn metadata(meta: &[(&str, &str)]) -> String {
-    meta.iter()
-        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
+impl std::ops::Deref for Env {
+    type Target = TusTester;
 
-fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-fn location(r: &Response) -> String {
-    let loc = header(r, "location");
-    assert!(loc.starts_with("/uploads/"), "{loc}");
-    loc
-}
-
-async fn text(r: Response) -> String {
-    let status = r.status();
-    format!("{status}: {}", r.text().await.unwrap_or_default())
-}
-
-fn sha1_b64(data: &[u8]) -> String {
-    use system_sha1::digest;
-    STANDARD.encode(digest(data))
-}
-
-/// SHA-1 through the system's `sha1sum`, so the test does not trust the server's own hasher.
-mod system_sha1 {
-    pub fn digest(data: &[u8]) -> Vec<u8> {
-        use std::io::Write;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new("sha1sum")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("sha1sum");
-        child.stdin.take().unwrap().write_all(data).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let hex = String::from_utf8(out.stdout).unwrap();
-        (0..40)
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-            .collect()
+    fn deref(&self) -> &TusTester {
+        &self.tus
     }
-}
-
-/// A PATCH written by hand on a raw socket: headers announcing `declared` bytes, then only
-/// `body`. The connection stays open (holding the upload) until the stream is dropped.
-fn raw_patch(
-    env: &Env,
-    token: &str,
-    url: &str,
-    offset: u64,
-    declared: usize,
-    body: &[u8],
-) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", env.srv.port())).unwrap();
-    write!(
-        s,
-        "PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {token}\r\nUpload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {declared}\r\n\r\n"
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    s.flush().unwrap();
-    s
-}
-
-fn wait_staged(env: &Env, url: &str, len: u64) {
-    assert!(
-        wait_until(Duration::from_secs(15), || env.staged_len(url) == Some(len)),
-        "staged length stayed at {:?}, expected {len}",
-        env.staged_len(url)
-    );
 }
 
 #[tokio::test]
@@ -751,11 +583,11 @@ async fn a_client_that_disconnects_mid_patch_keeps_every_byte() {
         .create(ANN, Some(data.len() as u64), &[("filename", "cut.bin")])
         .await;
     let (first, sent) = (1_000_000, 1_020_000);
-    let mut s = raw_patch(&env, ANN, &url, 0, data.len(), &data[..first]);
-    wait_staged(&env, &url, first as u64);
+    let mut s = raw_patch(env.srv.port(), ANN, &url, 0, data.len(), &data[..first]);
+    env.wait_staged(&url, first as u64);
     // Less than any raised low-water mark, sent to a server that is already waiting for more.
     s.write_all(&data[first..sent]).unwrap();
-    wait_staged(&env, &url, sent as u64);
+    env.wait_staged(&url, sent as u64);
     drop(s); // the client goes away mid-body
     // The lock is released once the server notices; the offset is every byte that arrived.
     let mut offset = 0;
@@ -793,7 +625,7 @@ async fn a_long_patch_leaves_its_connection_ready_for_the_next_request() {
     let url = env
         .create(ANN, Some(16 * MIB as u64), &[("filename", "keep.bin")])
         .await;
-    let mut s = raw_patch(&env, ANN, &url, 0, data.len(), &data);
+    let mut s = raw_patch(env.srv.port(), ANN, &url, 0, data.len(), &data);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = read_head(&mut s);
     assert!(head.starts_with("http/1.1 204"), "{head}");
@@ -817,8 +649,8 @@ async fn concurrent_patches_are_serialised() {
     let url = env
         .create(ANN, Some(data.len() as u64), &[("filename", "lock.bin")])
         .await;
-    let first = raw_patch(&env, ANN, &url, 0, data.len(), &data[..MIB]);
-    wait_staged(&env, &url, MIB as u64);
+    let first = raw_patch(env.srv.port(), ANN, &url, 0, data.len(), &data[..MIB]);
+    env.wait_staged(&url, MIB as u64);
     // While the first PATCH is writing, a second one is refused with 423 and Retry-After.
     let r = env.patch(ANN, &url, 0, &data).await;
     assert_eq!(r.status(), StatusCode::LOCKED, "{}", text(r).await);

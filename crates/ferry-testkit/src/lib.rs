@@ -8,4 +8,5 @@ pub mod proxy;
 pub mod pyserver;
 pub mod serve;
 pub mod tmpfs;
+pub mod tus;
 pub mod util;
