@@ -61,9 +61,12 @@ impl Validators {
 /// The journal's body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Journal {
+    /// The body's format version; always [`FORMAT_VERSION`] in a journal that loads.
     pub version: u32,
     /// The URLs as given (mirrors), in order.
     pub urls: Vec<String>,
+    /// The remote file as the server described it when the download began; a resume whose
+    /// server now says otherwise is refused.
     pub validators: Validators,
     /// Size of the unit a peer source verifies (BLAKE3 per piece); `None` for plain HTTP.
     #[serde(default)]
@@ -75,6 +78,8 @@ pub struct Journal {
 }
 
 impl Journal {
+    /// A journal at [`FORMAT_VERSION`] for a download that has written nothing yet (no piece
+    /// size, not yet saved: `updated` is 0).
     pub fn new(urls: Vec<String>, validators: Validators) -> Self {
         Journal {
             version: FORMAT_VERSION,
@@ -169,6 +174,7 @@ impl Journal {
         write().map_err(|e| Error::io(path, e))
     }
 
+    /// Deletes the journal at `path`; one that is already gone is not an error.
     pub fn remove(path: &Path) -> Result<(), Error> {
         match fs::remove_file(path) {
             Ok(()) => Ok(()),

@@ -19,6 +19,8 @@ struct Bucket {
 }
 
 impl RateLimiter {
+    /// A limiter letting `bytes_per_sec` bytes through per second (at least 1), starting with
+    /// an empty bucket.
     pub fn new(bytes_per_sec: u64) -> Self {
         let bytes_per_sec = bytes_per_sec.max(1);
         RateLimiter {
@@ -30,6 +32,7 @@ impl RateLimiter {
         }
     }
 
+    /// The limit in bytes per second.
     pub fn rate(&self) -> u64 {
         self.bytes_per_sec
     }
@@ -86,7 +89,10 @@ pub fn parse_size(text: &str) -> Option<u64> {
 pub struct RetryPolicy {
     /// Attempts in a row without progress before giving up on this connection's range.
     pub max_attempts: u32,
+    /// The delay before the first retry (before jitter); it doubles with each failure in a
+    /// row. Default 250 ms.
     pub base_delay: Duration,
+    /// The cap on the doubled delay (before jitter). Default 20 s.
     pub max_delay: Duration,
     /// Longest Retry-After honoured; a longer one counts as this.
     pub max_retry_after: Duration,

@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 pub struct PieceHashes {
     /// Bytes per piece (the last piece may be shorter).
     pub size: u64,
+    /// The BLAKE3 hash of each piece, in file order.
     pub hashes: Vec<[u8; 32]>,
 }
 
@@ -50,7 +51,9 @@ impl PieceHashes {
 /// Verification state of one download.
 #[derive(Debug)]
 pub struct PieceTracker {
+    /// What each piece must hash to.
     pub hashes: PieceHashes,
+    /// The file's length in bytes (the hashes fit it).
     pub len: u64,
     /// Verified pieces, as byte ranges (what the journal records).
     pub verified: RangeSet,

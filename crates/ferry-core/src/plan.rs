@@ -97,18 +97,23 @@ impl Plan {
         self
     }
 
+    /// The file's length in bytes.
     pub fn len(&self) -> u64 {
         self.len
     }
 
+    /// Whether the file is empty (0 bytes: nothing to fetch).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// The bytes on disk: those the plan started with plus every committed range, less any
+    /// reopened.
     pub fn done(&self) -> &RangeSet {
         &self.done
     }
 
+    /// Whether every byte of the file is on disk.
     pub fn is_complete(&self) -> bool {
         self.done.contains_range(0..self.len)
     }

@@ -12,6 +12,7 @@ pub struct RangeSet {
 }
 
 impl RangeSet {
+    /// The empty set.
     pub fn new() -> Self {
         Self::default()
     }
@@ -118,10 +119,12 @@ impl RangeSet {
         out
     }
 
+    /// The ranges in ascending order.
     pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.ranges.iter().map(|&(s, e)| s..e)
     }
 
+    /// Whether the set holds no byte at all.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }

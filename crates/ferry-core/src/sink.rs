@@ -49,6 +49,7 @@ impl PartFile {
         })
     }
 
+    /// Where the part file is on disk.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -31,8 +31,12 @@ pub enum Failure {
 /// Connection settings shared by all clients of a transfer.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
+    /// How long establishing a connection (TCP and TLS) may take. Default 15 s.
     pub connect_timeout: Duration,
+    /// Headers sent with every request (`Accept-Encoding: identity` is added unless set here,
+    /// so byte offsets refer to the file itself).
     pub headers: HeaderMap,
+    /// The `User-Agent` header. Default `ferry/<version>`.
     pub user_agent: String,
     /// A TLS configuration to use instead of the system trust store (e.g. one that accepts
     /// only a pinned certificate, for ferry peers).
@@ -43,7 +47,10 @@ pub struct ClientOptions {
 /// downloads with equal options, so equal keys must mean equal configurations).
 #[derive(Clone)]
 pub struct CustomTls {
+    /// Names the configuration: equal keys must mean equal `config`s (e.g. the pinned
+    /// certificates' fingerprints).
     pub key: String,
+    /// The rustls configuration the clients use.
     pub config: std::sync::Arc<rustls::ClientConfig>,
 }
 
@@ -106,6 +113,8 @@ struct SourceState {
 }
 
 impl HttpSource {
+    /// A source for `url`, not yet contacted (no redirect target, validators, or reason to
+    /// drop it).
     pub fn new(url: Url) -> Self {
         HttpSource {
             url,
@@ -125,22 +134,29 @@ impl HttpSource {
             .unwrap_or_else(|| self.url.clone())
     }
 
+    /// Records where a request's redirects ended: later requests go straight there.
     pub fn set_effective(&self, url: Url) {
         self.lock().effective = Some(url);
     }
 
+    /// What this source said about the file in its first answer (used for its `If-Range`),
+    /// or `None` before it answered.
     pub fn validators(&self) -> Option<Validators> {
         self.lock().validators.clone()
     }
 
+    /// Records what this source says about the file.
     pub fn set_validators(&self, v: Validators) {
         self.lock().validators = Some(v);
     }
 
+    /// Drops this source for the rest of the download (e.g. it serves other bytes than the
+    /// others); `why` says why, for messages.
     pub fn disable(&self, why: String) {
         self.lock().disabled = Some(why);
     }
 
+    /// Why this source was dropped, or `None` while it is still used.
     pub fn disabled(&self) -> Option<String> {
         self.lock().disabled.clone()
     }

@@ -8,12 +8,19 @@ use std::fmt;
 use std::io::Read;
 use std::path::Path;
 
+/// A digest algorithm ferry can check a file with. Displayed in the RFC 9530 spelling
+/// (`sha-256`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Algorithm {
+    /// SHA-256 (32-byte digest).
     Sha256,
+    /// SHA-512 (64-byte digest).
     Sha512,
+    /// SHA-1 (20-byte digest; weak against deliberate collisions, fine against corruption).
     Sha1,
+    /// MD5 (16-byte digest; weak against deliberate collisions, fine against corruption).
     Md5,
+    /// BLAKE3 (32-byte digest).
     Blake3,
 }
 
@@ -67,8 +74,11 @@ impl fmt::Display for Algorithm {
 /// An expected digest and where it came from (shown in messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
+    /// The algorithm the digest was made with.
     pub algo: Algorithm,
+    /// The digest's raw bytes ([`Algorithm::digest_len`] of them).
     pub digest: Vec<u8>,
+    /// Where it came from, for messages: `--checksum`, `Repr-Digest header` or `Digest header`.
     pub origin: String,
 }
 
@@ -155,14 +165,20 @@ pub fn parse_legacy_digest(value: &str) -> Vec<Expected> {
 
 /// An incremental digest in any of the [`Algorithm`]s (whole-file checks, tus chunk checksums).
 pub enum Hasher {
+    /// A SHA-256 digest in progress.
     Sha256(sha2::Sha256),
+    /// A SHA-512 digest in progress.
     Sha512(sha2::Sha512),
+    /// A SHA-1 digest in progress.
     Sha1(sha1::Sha1),
+    /// An MD5 digest in progress.
     Md5(md5::Md5),
+    /// A BLAKE3 digest in progress (boxed: its state is far larger than the others').
     Blake3(Box<blake3::Hasher>),
 }
 
 impl Hasher {
+    /// A fresh digest in `algo`, over no bytes yet.
     pub fn new(algo: Algorithm) -> Hasher {
         match algo {
             Algorithm::Sha256 => Hasher::Sha256(sha2::Sha256::new()),
@@ -173,6 +189,7 @@ impl Hasher {
         }
     }
 
+    /// Feeds `data` into the digest (the bytes that follow those fed so far).
     pub fn update(&mut self, data: &[u8]) {
         match self {
             Hasher::Sha256(h) => h.update(data),
@@ -185,6 +202,7 @@ impl Hasher {
         }
     }
 
+    /// The digest of every byte fed, as raw bytes ([`Algorithm::digest_len`] of them).
     pub fn finish(self) -> Vec<u8> {
         match self {
             Hasher::Sha256(h) => h.finalize().to_vec(),

@@ -25,16 +25,33 @@ pub enum Auth {
 /// A malformed users file.
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
+    /// A line that is not exactly two words, a name and a token.
     #[error("line {line}: expected 'NAME TOKEN', got {got:?}")]
-    Syntax { line: usize, got: String },
+    Syntax {
+        /// The line's number, counting from 1.
+        line: usize,
+        /// The line as found (trimmed).
+        got: String,
+    },
+    /// Two users with the same token (a token must name one user).
     #[error("line {line}: the token of user {user:?} is already used by user {other:?}")]
     DuplicateToken {
+        /// The number (from 1) of the later of the two lines.
         line: usize,
+        /// The user on that line.
         user: String,
+        /// The user an earlier line gave the same token.
         other: String,
     },
+    /// A token shorter than 8 characters (too easy to guess).
     #[error("line {line}: the token of user {user:?} is shorter than 8 characters")]
-    ShortToken { line: usize, user: String },
+    ShortToken {
+        /// The line's number, counting from 1.
+        line: usize,
+        /// The user the token is for.
+        user: String,
+    },
+    /// A file with no user at all (only blank lines and comments).
     #[error("no users defined")]
     Empty,
 }

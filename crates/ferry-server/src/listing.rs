@@ -15,7 +15,9 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
+    /// A directory (sorted before files).
     Dir,
+    /// A regular file.
     File,
 }
 
@@ -24,11 +26,16 @@ pub enum Kind {
 /// directories; a file's `etag` is the one its `GET` answers with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Entry {
+    /// The entry's name in its directory (one component, not percent-encoded).
     pub name: String,
+    /// File or directory (what a symlink points to, for a symlink).
     #[serde(rename = "type")]
     pub kind: Kind,
+    /// The file's size in bytes; 0 for a directory.
     pub size: u64,
+    /// Last modification, in seconds since the Unix epoch.
     pub modified: u64,
+    /// The file's strong ETag (with quotes), as its `GET` sends it; `None` for a directory.
     pub etag: Option<String>,
 }
 

@@ -23,6 +23,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Adds `n` to `counter`, one of these metrics' counters (relaxed: counts need no order).
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }

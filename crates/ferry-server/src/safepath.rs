@@ -12,18 +12,25 @@ pub const STATE_DIR: &str = ".ferry";
 /// Why a path was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PathError {
+    /// No component is left (e.g. `""` or `./`) where a file must be named.
     #[error("the path is empty")]
     Empty,
+    /// The path starts with `/`.
     #[error("the path must be relative to the served directory")]
     Absolute,
+    /// A `..` component.
     #[error("the path may not contain '..'")]
     Parent,
+    /// A component with a control character or a backslash.
     #[error("the path may not contain control characters or backslashes")]
     BadCharacter,
+    /// The path is in [`STATE_DIR`] (at the root), directly or through a symlink.
     #[error("the path names the server's private state directory")]
     Private,
+    /// After following symlinks, the path is outside the served root.
     #[error("the path leaves the served directory")]
     Escapes,
+    /// A component longer than 255 bytes (what most filesystems allow).
     #[error("a path component is longer than 255 bytes")]
     TooLong,
 }

@@ -40,6 +40,7 @@ impl ConnSocket {
     /// Sets `SO_RCVLOWAT`: the kernel wakes a reader only once `bytes` are queued (or the
     /// connection ends). Reads still return whatever is there. Setting it lower wakes a waiting
     /// reader at once when enough is already queued.
+    #[allow(unsafe_code)]
     pub fn set_recv_low_water(&self, bytes: usize) -> io::Result<()> {
         let Some(fd) = &self.0 else {
             return Ok(());

@@ -67,6 +67,7 @@ impl FerryServe {
         cmd
     }
 
+    /// The port on 127.0.0.1 the server listens on (the same after a restart).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -76,6 +77,7 @@ impl FerryServe {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The server process's id; `None` after [`kill_hard`](Self::kill_hard) until a restart.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A mounted tmpfs and the temporary directory that holds its mount point.
 pub struct Tmpfs {
     _dir: tempfile::TempDir,
     mnt: PathBuf,
@@ -28,6 +29,7 @@ impl Tmpfs {
         Tmpfs { _dir: dir, mnt }
     }
 
+    /// The mount point: files written under it count against the tmpfs's size.
     pub fn path(&self) -> &Path {
         &self.mnt
     }

@@ -2,6 +2,9 @@
 //! exit code in one place ([`outcome::exit_code`]: 0 done and verified, 1 failed, 2 usage error,
 //! 3 interrupted and resumable).
 
+// A binary has no public API to document.
+#![allow(missing_docs)]
+
 mod cli;
 mod get;
 mod outcome;

@@ -16,20 +16,28 @@ const FINGERPRINT_SPAN: u64 = 1 << 20;
 /// One upload URL and the bytes of the file it carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
+    /// The URL of the tus upload that carries these bytes (resolved against the endpoint).
     pub url: String,
+    /// Offset in the local file of the first byte this upload carries.
     pub start: u64,
+    /// Offset in the local file just past the last byte this upload carries (exclusive).
     pub end: u64,
 }
 
 /// What a rerun needs to continue an upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadJournal {
+    /// The record's format version; a record of another version is not used.
     pub version: u32,
+    /// The tus endpoint the uploads were created at.
     pub endpoint: String,
+    /// The local file, as an absolute path.
     pub path: PathBuf,
+    /// The file's size in bytes when the upload began.
     pub size: u64,
     /// Modification time, nanoseconds since the Unix epoch.
     pub mtime_ns: i128,
+    /// The file's content fingerprint when the upload began (see [`FileIdentity`]).
     pub fingerprint: String,
     /// The remote name (metadata) the upload was created with.
     pub remote: String,
@@ -42,8 +50,11 @@ pub struct UploadJournal {
 /// Identity of a local file at one moment: size, mtime and a fingerprint of its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileIdentity {
+    /// Size in bytes.
     pub size: u64,
+    /// Modification time, nanoseconds since the Unix epoch (0 when the system cannot tell).
     pub mtime_ns: i128,
+    /// BLAKE3 (hex) of the size and the first and last MiB of content.
     pub fingerprint: String,
 }
 
@@ -86,6 +97,8 @@ impl FileIdentity {
 }
 
 impl UploadJournal {
+    /// A record of an upload of the file at `path` (absolute), identified by `id`, to
+    /// `endpoint` under the name `remote`; it has no parts yet.
     pub fn new(endpoint: &str, path: &Path, id: &FileIdentity, remote: &str) -> UploadJournal {
         UploadJournal {
             version: VERSION,

@@ -25,8 +25,12 @@ const READ_BLOCK: usize = 256 << 10;
 /// What the server supports (from OPTIONS).
 #[derive(Debug, Clone, Default)]
 pub struct Capabilities {
+    /// The extensions in `Tus-Extension` (e.g. `creation`, `concatenation`), lower case.
     pub extensions: Vec<String>,
+    /// The algorithms in `Tus-Checksum-Algorithm` (e.g. `sha1`, `blake3`), lower case.
     pub checksums: Vec<String>,
+    /// `Tus-Max-Size`: the largest upload the server accepts, in bytes; `None` when it names
+    /// no limit.
     pub max_size: Option<u64>,
 }
 
@@ -120,15 +124,20 @@ pub enum TusFailure {
 /// A tus endpoint and the headers every request carries.
 #[derive(Debug, Clone)]
 pub struct TusClient {
+    /// The HTTP client every request goes through.
     pub client: Client,
+    /// The creation URL (uploads are POSTed here; relative upload URLs resolve against it).
     pub endpoint: Url,
+    /// Headers sent with every request besides `Tus-Resumable` (e.g. authorization).
     pub headers: HeaderMap,
 }
 
 /// An upload's state on the server (from HEAD).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RemoteState {
+    /// `Upload-Offset`: how many bytes the server holds; `None` when it sent none.
     pub offset: Option<u64>,
+    /// `Upload-Length`: the upload's declared size in bytes; `None` while deferred or unsent.
     pub length: Option<u64>,
 }
 

@@ -405,6 +405,7 @@ mod tests {
     use std::os::fd::{AsFd, AsRawFd};
 
     /// `SO_RCVLOWAT` as the kernel has it.
+    #[allow(unsafe_code)]
     fn kernel_mark(s: &TcpStream) -> usize {
         let mut value: libc::c_int = 0;
         let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
