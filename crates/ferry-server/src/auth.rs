@@ -24,6 +24,7 @@ pub enum Auth {
 
 /// A malformed users file.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UsersError {
     /// A line that is not exactly two words, a name and a token.
     #[error("line {line}: expected 'NAME TOKEN', got {got:?}")]

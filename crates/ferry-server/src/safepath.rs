@@ -11,6 +11,7 @@ pub const STATE_DIR: &str = ".ferry";
 
 /// Why a path was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum PathError {
     /// No component is left (e.g. `""` or `./`) where a file must be named.
     #[error("the path is empty")]

@@ -2,7 +2,7 @@
 //! bounded channel (socket reads and disk writes overlap, memory stays bounded), an optional
 //! running checksum, a byte limit, and an idle timeout so a stalled client cannot hold an
 //! upload's lock forever. Every byte that reaches the file is kept and counted. While much of a
-//! body is still to come, the socket's receive low-water mark is raised ([`LowWater`]) so a
+//! body is still to come, the socket's receive low-water mark is raised (`LowWater`) so a
 //! fast sender wakes us per quarter MiB rather than per burst of segments.
 
 use super::BodyEnd;
@@ -37,7 +37,7 @@ pub struct BodyOutcome {
 }
 
 /// Writes `body` into `path` from `offset`, at most `limit` bytes, hashing with `hasher`.
-/// `socket` is the connection's when it carries only this body (HTTP/1), for [`LowWater`].
+/// `socket` is the connection's when it carries only this body (HTTP/1), for `LowWater`.
 /// The data is not synced here: a killed server keeps page-cache bytes, and after a machine
 /// crash the file's length (the offset a client's HEAD gets) never exceeds the data that
 /// reached the disk on ext4/XFS (ordered data), so a resuming client re-sends the rest.

@@ -37,7 +37,7 @@ enum Cmd {
     /// A TCP proxy in front of a real HTTP server that resets, stalls, fails and throttles.
     Proxy(ProxyArgs),
     /// An in-process file server (ferry's FaultServer) that misbehaves on purpose; serves FILE
-    /// at /<file name>.
+    /// at `/<file name>`.
     Serve(ServeArgs),
 }
 
