@@ -154,12 +154,13 @@ const scenarios = {
     await page.setInputFiles('#pick-files', join(SRC, 'exists.txt'));
     await waitState(page, 'exists.txt', 'skipped');
     const declined = await note(page, 'exists.txt');
+    const kept = await page.evaluate(() => fetch('/files/exists.txt', { cache: 'no-store' }).then((r) => r.text()));
     page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
     await page.setInputFiles('#pick-files', join(SRC, 'exists.txt'));
     await page.waitForSelector('#queue li[data-path="exists.txt"][data-state="done"]');
     assert.equal(asked.length, 2);
     assert.match(asked[0], /exists\.txt already exists on the server\. Replace it\?/);
-    return { asked, declined };
+    return { asked, declined, kept };
   },
 
   // Another user's file and another user's unfinished upload: reported, nothing sent.
