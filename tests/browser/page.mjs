@@ -209,6 +209,76 @@ const scenarios = {
     return { midway };
   },
 
+  // The keyboard, a dropped connection (retried), pause and resume, cancel, a phone's width.
+  async controls({ context }) {
+    const page = await open(context, '&chunk=262144');
+    await page.keyboard.press('Tab');
+    const first = await page.evaluate(() => document.activeElement.id);
+    await page.keyboard.press('Tab');
+    const second = await page.evaluate(() => document.activeElement.id);
+    assert.deepEqual([first, second], ['pick-files', 'pick-folder'], 'the pickers are reached by keyboard');
+
+    // One plan for every PATCH: per file, the n-th PATCH is cut, or held until released.
+    const counts = {};
+    const plan = {};
+    await page.route('**/uploads/*', async (route) => {
+      const req = route.request();
+      if (req.method() !== 'PATCH') return route.continue();
+      const file = await page.evaluate((url) => {
+        const li = [...document.querySelectorAll('#queue li')].find((l) => l.dataset.url === new URL(url).pathname);
+        return li ? li.dataset.path : null;
+      }, req.url());
+      counts[file] = (counts[file] || 0) + 1;
+      const step = plan[file] && plan[file][counts[file]];
+      if (step === 'cut') return route.abort('connectionreset');
+      if (step && step.hold) {
+        step.arrived();
+        await step.released;
+        return route.continue().catch(() => {});
+      }
+      return route.continue();
+    });
+    const hold = () => {
+      const h = {};
+      h.here = new Promise((r) => { h.arrived = r; });
+      h.released = new Promise((r) => { h.release = r; });
+      h.hold = true;
+      return h;
+    };
+
+    plan['dropped.bin'] = { 3: 'cut' };
+    await page.setInputFiles('#pick-files', join(SRC, 'dropped.bin'));
+    await waitState(page, 'dropped.bin', 'done');
+
+    const paused = hold();
+    plan['paused.bin'] = { 3: paused };
+    await page.setInputFiles('#pick-files', join(SRC, 'paused.bin'));
+    await paused.here;
+    await item(page, 'paused.bin').locator('button[data-action="pause"]').click();
+    await waitState(page, 'paused.bin', 'paused');
+    paused.release();
+    assert.equal(await item(page, 'paused.bin').locator('button[data-action="pause"]').isVisible(), false);
+    await item(page, 'paused.bin').locator('button[data-action="resume"]').click();
+    await waitState(page, 'paused.bin', 'done');
+
+    const cancelled = hold();
+    plan['cancelled.bin'] = { 2: cancelled };
+    await page.setInputFiles('#pick-files', join(SRC, 'cancelled.bin'));
+    await cancelled.here;
+    const deleted = page.waitForResponse((r) => r.request().method() === 'DELETE');
+    await item(page, 'cancelled.bin').locator('button[data-action="cancel"]').click();
+    assert.equal((await deleted).status(), 204);
+    cancelled.release();
+    await waitState(page, 'cancelled.bin', 'cancelled');
+    const remembered = await page.evaluate(() => Object.keys(localStorage).filter((k) => k.startsWith('ferry.upload.')).length);
+    assert.equal(remembered, 0);
+
+    await page.setViewportSize({ width: 360, height: 740 });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no sideways scrolling on a phone (${overflow} px too wide)`);
+    return { counts };
+  },
+
   // The screenshot for the README: a finished upload, one paused half-way, and the listing.
   async screenshot({ context }) {
     const page = await open(context, '&chunk=262144');

@@ -320,6 +320,38 @@ async fn a_second_page_sees_the_progress_the_server_pushes() {
     ));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyboard_retries_pause_resume_and_cancel() {
+    let Some(b) = browser() else { return };
+    let d = dirs();
+    for (i, name) in ["dropped.bin", "paused.bin", "cancelled.bin"]
+        .iter()
+        .enumerate()
+    {
+        write_random_file(d.src.join(name), MIB, 10 + i as u64).unwrap();
+    }
+    let srv = serve_one_user(&d);
+    let seen = b.run("controls", &srv, ANN, &d.src).await;
+    // The cut PATCH was sent again; every PATCH of the cancelled upload after the held one
+    // never happened.
+    assert_eq!(seen["counts"]["dropped.bin"], 5, "{seen}");
+    assert_eq!(seen["counts"]["cancelled.bin"], 2, "{seen}");
+    for name in ["dropped.bin", "paused.bin"] {
+        assert!(
+            files_equal(&d.src.join(name), &d.served.join(name)),
+            "{name}"
+        );
+    }
+    assert!(!d.served.join("cancelled.bin").exists());
+    // The cancelled upload is gone from the server, its bytes with it.
+    assert_eq!(
+        std::fs::read_dir(d.served.join(".ferry/uploads"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
 /// Not a check: writes the README's screenshot. `FERRY_SCREENSHOT=docs/page.png cargo test
 /// --release -p ferry --test browser -- --ignored screenshot`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

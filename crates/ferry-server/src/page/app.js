@@ -168,6 +168,7 @@
           const same = t.length === this.file.size && (t.fingerprint === this.fp || remembered === url);
           if (same) {
             this.url = url;
+            this.li.dataset.url = url;
             this.resumedAt = t.offset;
             localStorage.setItem(STORE + this.fp, url);
             this.progress(t.offset);
@@ -205,6 +206,7 @@
       });
       if (res.status !== 201) throw await failure(res);
       this.url = new URL(res.headers.get('Location'), location.href).pathname;
+      this.li.dataset.url = this.url;
       this.resumedAt = undefined;
       localStorage.setItem(STORE + this.fp, this.url);
       this.progress(0);
@@ -304,10 +306,14 @@
       this.set('cancelled', 'Cancelled');
       this.stop();
       localStorage.removeItem(STORE + this.fp);
-      if (this.url) {
+      // A PATCH cut off a moment ago may still hold the upload (423): ask again a few times.
+      // If it never goes, the unfinished upload expires on the server.
+      for (let attempt = 0; this.url && attempt < 5; attempt += 1) {
         try {
-          await fetch(this.url, { method: 'DELETE', headers: TUS });
-        } catch (_) { /* the upload expires on the server */ }
+          const res = await fetch(this.url, { method: 'DELETE', headers: TUS });
+          if (res.status !== 423) break;
+        } catch (_) { /* no answer: try again */ }
+        await new Promise((resolve) => setTimeout(resolve, 500 * (attempt + 1)));
       }
       pump();
     }
