@@ -146,6 +146,30 @@ const scenarios = {
     };
   },
 
+  // A browser restart with nothing remembered (another profile, another device): the server's
+  // pre-upload check finds the unfinished upload of the same file and it resumes.
+  async restart({ context, close }) {
+    const chunk = 262144;
+    const page = await open(context, `&chunk=${chunk}`);
+    const hold = await holdPatch(page, 4);
+    await page.setInputFiles('#pick-files', join(SRC, 'restart.bin'));
+    await hold.held;
+    await close();
+    const again = await launch();
+    try {
+      const fresh = await open(again.context, `&chunk=${chunk}`);
+      const remembered = await fresh.evaluate(() => localStorage.length);
+      assert.equal(remembered, 0, 'a fresh profile remembers nothing');
+      const patches = watchPatches(fresh);
+      await fresh.setInputFiles('#pick-files', join(SRC, 'restart.bin'));
+      await waitState(fresh, 'restart.bin', 'done');
+      assert.deepEqual(again.errors, []);
+      return { offsets: patches.map((p) => p.offset) };
+    } finally {
+      await again.close();
+    }
+  },
+
   // An existing file: replacing it declined (kept), then accepted (replaced).
   async replace({ context }) {
     const page = await open(context);
@@ -187,6 +211,14 @@ const scenarios = {
     const paths = await page.$$eval('#queue li', (lis) => lis.map((l) => l.dataset.path).sort());
     for (const p of paths) await waitState(page, p, 'done');
     await page.waitForSelector('#listing a[href="/files/album/"]');
+    // A file dropped on the drop zone (a folder cannot be dropped by a script).
+    const dt = await page.evaluateHandle(() => {
+      const t = new DataTransfer();
+      t.items.add(new File(['dropped on the page\n'], 'dropped.txt', { type: 'text/plain' }));
+      return t;
+    });
+    await page.dispatchEvent('#drop', 'drop', { dataTransfer: dt });
+    await waitState(page, 'dropped.txt', 'done');
     return { paths };
   },
 

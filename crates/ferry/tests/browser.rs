@@ -3,6 +3,11 @@
 //! `tests/browser/page.mjs`, one scenario per test, against the real binary. The scenario
 //! checks what the page shows and prints what it saw as JSON; this side checks the server's
 //! disk and its byte counter (`ferry_bytes_received_total`: bytes counted on the wire).
+//! Covered: visible progress; a reload half-way and a browser restart, both resuming from the
+//! server's offset; replacing a file declined and accepted; another user's file and upload; a
+//! folder and a dropped file; progress pushed to a second page; the keyboard, a cut connection
+//! retried, pause, resume, cancel and a phone's width. Waits are on page events and states,
+//! each with a deadline; a PATCH is held back (Playwright routing) to catch an upload half-way.
 //!
 //! scripts/test.sh installs chromium (apt-get) and playwright-core (`npm ci` in
 //! tests/browser) and exports `FERRY_BROWSER_DIR`; without it the repository's
@@ -210,6 +215,28 @@ async fn a_reload_half_way_resumes_from_the_servers_offset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_browser_restart_the_server_check_resumes_the_same_file() {
+    let Some(b) = browser() else { return };
+    let d = dirs();
+    let size = 2 * MIB;
+    let chunk = 256 * KIB;
+    write_random_file(d.src.join("restart.bin"), size, 12).unwrap();
+    let srv = serve_one_user(&d);
+    let seen = b.run("restart", &srv, ANN, &d.src).await;
+    let offsets: Vec<u64> = serde_json::from_value(seen["offsets"].clone()).unwrap();
+    assert_eq!(
+        offsets,
+        (3..8).map(|i| i * chunk).collect::<Vec<_>>(),
+        "{seen}"
+    );
+    assert_eq!(metric(&srv, ANN, "ferry_bytes_received_total").await, size);
+    assert!(files_equal(
+        &d.src.join("restart.bin"),
+        &d.served.join("restart.bin")
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacing_an_existing_file_is_asked_first() {
     let Some(b) = browser() else { return };
     let d = dirs();
@@ -280,7 +307,7 @@ async fn another_users_target_is_reported_and_left_alone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_folder_keeps_its_relative_paths() {
+async fn a_folder_keeps_its_relative_paths_and_a_dropped_file_lands() {
     let Some(b) = browser() else { return };
     let d = dirs();
     let album = d.src.join("album");
@@ -304,6 +331,10 @@ async fn a_folder_keeps_its_relative_paths() {
             "{rel}"
         );
     }
+    assert_eq!(
+        std::fs::read(d.served.join("dropped.txt")).unwrap(),
+        b"dropped on the page\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -208,6 +208,11 @@
       this.url = new URL(res.headers.get('Location'), location.href).pathname;
       this.li.dataset.url = this.url;
       this.resumedAt = undefined;
+      if (this.state === 'cancelled') {
+        // Cancelled while the server was creating it: it goes too.
+        await fetch(this.url, { method: 'DELETE', headers: TUS }).catch(() => {});
+        return false;
+      }
       localStorage.setItem(STORE + this.fp, this.url);
       this.progress(0);
       return this.state === 'checking';
