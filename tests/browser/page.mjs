@@ -131,9 +131,13 @@ const scenarios = {
     assert.equal(remembered.length, 1, 'the fingerprint is kept in localStorage');
     await page.reload(); // the sixth PATCH never reaches the server
     await page.waitForSelector('#live[data-live="yes"]');
+    // The server's stream lists the unfinished upload until this page takes it over.
+    const offered = await page.waitForSelector('#elsewhere li[data-path="resume.bin"][data-state="unfinished"]');
+    assert.equal(await offered.getAttribute('data-offset'), String(5 * chunk));
     const second = watchPatches(page);
     await page.setInputFiles('#pick-files', join(SRC, 'resume.bin'));
     await waitState(page, 'resume.bin', 'done');
+    assert.equal(await page.locator('#elsewhere li').count(), 0, 'taken over, no longer elsewhere');
     const message = await note(page, 'resume.bin');
     assert.match(message, /resumed at 1\.3 MiB/, message);
     assert.equal(second[0].offset, 5 * chunk, `the second page starts at the server's offset: ${JSON.stringify(second)}`);

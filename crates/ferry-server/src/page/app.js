@@ -142,7 +142,20 @@
       this.set('checking', 'Checking the server…');
       this.samples = [];
       try {
-        if (!(await this.prepare())) return;
+        // No answer (or a busy server) while checking or creating: ask again. An upload whose
+        // creation answer was lost is found by the check and resumed (its fingerprint).
+        for (let attempt = 0; ; attempt += 1) {
+          try {
+            if (!(await this.prepare())) return;
+            break;
+          } catch (e) {
+            if (this.state !== 'checking') return;
+            if (!retriable(e) || attempt >= RETRY_DELAYS.length) throw e;
+            this.note.textContent = `${e.message}: retrying in ${duration(RETRY_DELAYS[attempt] / 1000)}`;
+            await this.pauseFor(RETRY_DELAYS[attempt]);
+          }
+        }
+        forgetElsewhere(this.url);
         await this.send();
       } catch (e) {
         if (this.state === 'checking' || this.state === 'uploading') this.set('error', e.message);
@@ -409,8 +422,18 @@
 
   // ---- live progress from the server -----------------------------------------------------
   const elsewhere = new Map();
+  let streamReady = false;
   function ownUpload(id) {
     return items.some((i) => i.url === '/uploads/' + id);
+  }
+  // This page took the upload over (it resumes it): it is no longer elsewhere.
+  function forgetElsewhere(url) {
+    const id = url && url.replace('/uploads/', '');
+    const row = elsewhere.get(id);
+    if (!row) return;
+    row.li.remove();
+    elsewhere.delete(id);
+    if (elsewhere.size === 0) $('#elsewhere-section').hidden = true;
   }
   function showElsewhere(ev) {
     if (ownUpload(ev.id)) return;
@@ -432,7 +455,9 @@
   function connect() {
     const live = $('#live');
     const source = new EventSource('/page/events');
-    source.addEventListener('ready', () => { live.dataset.live = 'yes'; live.textContent = 'live'; });
+    // Before `ready` come the unfinished uploads as they stand (after a reconnect, again).
+    source.addEventListener('open', () => { streamReady = false; });
+    source.addEventListener('ready', () => { streamReady = true; live.dataset.live = 'yes'; live.textContent = 'live'; });
     source.addEventListener('error', () => { live.dataset.live = 'no'; live.textContent = 'reconnecting…'; });
     source.addEventListener('progress', (m) => {
       const ev = JSON.parse(m.data);
@@ -441,9 +466,14 @@
       const length = ev.length ?? ev.offset;
       row.bar.max = Math.max(1, length);
       row.bar.value = ev.offset;
-      row.li.dataset.state = 'uploading';
+      if (streamReady) {
+        row.li.dataset.state = 'uploading';
+        row.note.textContent = 'Uploading elsewhere';
+      } else if (row.li.dataset.state !== 'uploading') {
+        row.li.dataset.state = 'unfinished';
+        row.note.textContent = 'Unfinished: choose the same file to resume it';
+      }
       row.li.dataset.offset = String(ev.offset);
-      row.note.textContent = 'Uploading elsewhere';
       row.stats.textContent = `${human(ev.offset)} of ${ev.length === null ? '?' : human(ev.length)}`;
     });
     source.addEventListener('landed', (m) => {
