@@ -399,6 +399,18 @@ async fn the_event_stream_pushes_the_users_own_progress_and_landings() {
     // Bob's upload is not ann's business; her own progress and landing are.
     let bobs = create(&srv, BOB, "bob.bin", 3, "").await;
     patch(&srv, BOB, &bobs, 0, b"bob").await;
+    // Nor is a partial upload (a part of a client's concatenation): it has no target.
+    let res = client()
+        .post(srv.url("/uploads/"))
+        .bearer_auth(ANN)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "3")
+        .header("upload-concat", "partial")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    patch(&srv, ANN, &header(&res, "location"), 0, b"prt").await;
     let up = create(&srv, ANN, "dir/ann.bin", 10, "").await;
     let id = up.trim_start_matches("/uploads/");
     patch(&srv, ANN, &up, 0, b"0123").await;

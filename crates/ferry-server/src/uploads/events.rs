@@ -114,14 +114,19 @@ impl Uploads {
         self.events.closing.send_replace(true);
     }
 
-    /// Publishes the committed offset of `rec` (nobody listening is fine).
+    /// Publishes the committed offset of `rec`: uploads with a target only (a partial upload
+    /// is an implementation detail of its client). Costs nothing while nobody listens.
     pub(super) fn publish_progress(&self, rec: &UploadRecord, offset: u64) {
-        let _ = self.events.tx.send(UploadEvent::progress(rec, offset));
+        if rec.target.is_some() && self.events.tx.receiver_count() > 0 {
+            let _ = self.events.tx.send(UploadEvent::progress(rec, offset));
+        }
     }
 
     /// Publishes that `rec` landed at its target.
     pub(super) fn publish_landed(&self, rec: &UploadRecord) {
-        if let Some(target) = &rec.target {
+        if let Some(target) = &rec.target
+            && self.events.tx.receiver_count() > 0
+        {
             let _ = self.events.tx.send(UploadEvent::Landed {
                 owner: rec.owner.clone(),
                 id: rec.id.clone(),
