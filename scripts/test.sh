@@ -129,6 +129,29 @@ install_tus_peers() {
 }
 step tus-peers install_tus_peers
 
+# --- the upload page in a real browser: Debian's chromium + playwright-core ------------------
+# For crates/ferry/tests/browser.rs. Chromium comes from apt-get (never a browser download:
+# playwright-core has none of its own); playwright-core from tests/browser/package-lock.json
+# (`npm ci`, redone only when the lock file or the Node version changed). The tests find them
+# through FERRY_BROWSER_DIR and FERRY_CHROMIUM; they skip without them, except in CI.
+install_browser() {
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "==> installing chromium (apt-get)"
+        apt_install chromium fonts-dejavu-core || return 1
+    fi
+    local dir=tests/browser stamp
+    stamp="$(node --version) $(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+    if [ "$(cat "$dir/node_modules/.ferry-stamp" 2>/dev/null)" != "$stamp" ]; then
+        echo "==> npm ci --prefix $dir"
+        npm ci --prefix "$dir" --no-audit --no-fund || return 1
+        echo "$stamp" >"$dir/node_modules/.ferry-stamp"
+    fi
+    export FERRY_BROWSER_DIR="$PWD/$dir"
+    export FERRY_CHROMIUM=/usr/bin/chromium
+    echo "==> browser: $(/usr/bin/chromium --version 2>/dev/null), playwright-core $(node -p "require('./$dir/node_modules/playwright-core/package.json').version")"
+}
+step browser install_browser
+
 # --- checks and tests ---------------------------------------------------------------------
 step fmt cargo fmt --all -- --check --color never
 step clippy cargo clippy --workspace --all-targets -- -D warnings

@@ -136,19 +136,25 @@ impl Server {
             metrics: self.metrics.clone(),
             uploads: self.uploads.clone(),
         });
+        let page = Arc::new(crate::page::PageState {
+            data: self.data.clone(),
+            metrics: self.metrics.clone(),
+            uploads: self.uploads.clone(),
+        });
         let site = Router::new()
-            .route("/", get(index).head(index))
             .route("/files", get(index).head(index))
             .route("/files/", get(index).head(index))
             .route("/files/{*path}", get(file).head(file))
             .route("/metrics", get(metrics))
             .with_state(files)
+            .merge(crate::page::router(page))
             .merge(tus::router(self.uploads.clone()));
         let metrics = self.metrics.clone();
         site.layer(middleware::from_fn_with_state(
             self.auth.clone(),
             auth::require_user,
         ))
+        .layer(middleware::from_fn(crate::page::sign_in_form))
         .layer(middleware::from_fn(cors))
         .layer(middleware::from_fn(move |req: Request, next: Next| {
             let metrics = metrics.clone();
@@ -183,8 +189,11 @@ impl Server {
         // Requests in flight get a few seconds to finish; a long upload is then cut off (the
         // bytes it wrote are kept and its client resumes from them).
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let events = self.uploads.clone();
         let signal = async move {
             shutdown.await;
+            // Live event streams (the page's) end now rather than holding shutdown up.
+            events.close_events();
             let _ = stopping_tx.send(());
         };
         let grace = async {
@@ -272,7 +281,8 @@ struct FilesState {
     uploads: Arc<Uploads>,
 }
 
-/// The served directory's root listing (`/`, `/files`, `/files/`).
+/// The served directory's root listing (`/files`, `/files/`; `/` is the page, see
+/// [`crate::page`]).
 async fn index(State(s): State<Arc<FilesState>>, method: Method, headers: HeaderMap) -> Response {
     crate::files::respond(&*s.data, "", &method, &headers, &s.metrics, "/files/").await
 }

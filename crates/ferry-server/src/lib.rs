@@ -9,7 +9,8 @@
 //! a local directory).
 //!
 //! URL layout: `GET/HEAD /files/<path>` serves the directory, `/uploads/` is the tus endpoint,
-//! `/` is an HTML listing and `/metrics` the Prometheus counters.
+//! `/` is the browser upload page with the root listing ([`page`]) and `/metrics` the Prometheus
+//! counters.
 
 pub mod app;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod files;
 pub mod listing;
 pub mod media;
 pub mod metrics;
+pub mod page;
 pub mod safepath;
 pub mod socket;
 pub mod store;

@@ -164,6 +164,7 @@ impl Uploads {
         lock.check().await?;
         rec.offset = new_offset;
         self.touch(rec).await?;
+        self.publish_progress(rec, new_offset);
         match appended.end {
             BodyEnd::Complete => {}
             BodyEnd::Overflow => {

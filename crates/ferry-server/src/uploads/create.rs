@@ -184,7 +184,7 @@ impl Uploads {
 
     /// May `user` replace the existing file at `target`? Files landed by an upload belong to
     /// its user; other files may be replaced only when the server has a single user.
-    async fn may_overwrite(&self, user: &User, target: &str) -> Result<bool, Refusal> {
+    pub(super) async fn may_overwrite(&self, user: &User, target: &str) -> Result<bool, Refusal> {
         Ok(match self.state.file_owner(target).await? {
             Some(owner) => owner == user.0.as_ref(),
             None => !self.policy.multi_user,

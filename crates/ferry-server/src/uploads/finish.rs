@@ -76,6 +76,7 @@ impl Uploads {
         self.state.update(rec).await?;
         self.state.release_target(&target, &rec.id).await?;
         Metrics::add(&self.metrics.uploads_completed, 1);
+        self.publish_landed(rec);
         Ok(())
     }
 

@@ -11,13 +11,17 @@
 
 mod append;
 mod create;
+pub mod events;
 mod finish;
 pub mod refusal;
 mod remove;
+pub mod target_status;
 
 pub use append::AppendRequest;
 pub use create::{CreateRequest, Shape};
+pub use events::{Subscription, UploadEvent};
 pub use refusal::{PREFIX, Refusal};
+pub use target_status::TargetStatus;
 
 use crate::auth::User;
 use crate::data::DataStore;
@@ -64,6 +68,7 @@ pub struct Uploads {
     data: Arc<dyn DataStore>,
     metrics: Arc<Metrics>,
     policy: Policy,
+    events: events::EventHub,
 }
 
 /// What a client may learn of an upload (tus HEAD).
@@ -106,6 +111,7 @@ impl Uploads {
             data,
             metrics,
             policy,
+            events: events::EventHub::new(),
         }
     }
 
