@@ -133,6 +133,35 @@ impl std::ops::Deref for Env {
     }
 }
 
+/// The tus version check covers the upload routes only: any other unknown path is a 404,
+/// whatever its headers.
+#[tokio::test]
+async fn unknown_paths_are_not_found() {
+    let env = Env::start(&[]);
+    for path in ["/favicon.ico", "/nothing/here", "/uploadsx"] {
+        let r = env
+            .client
+            .get(env.url(path))
+            .bearer_auth(ANN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    let r = env
+        .client
+        .get(env.url("/uploads/abc"))
+        .bearer_auth(ANN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::PRECONDITION_FAILED,
+        "an upload URL still wants Tus-Resumable"
+    );
+}
+
 #[tokio::test]
 async fn discovery_and_protocol_errors() {
     let env = Env::start(&["--max-upload-size", "1M"]);

@@ -32,7 +32,7 @@ pub fn router(uploads: Arc<Uploads>) -> Router {
         .route("/uploads", post(create).options(options))
         .route("/uploads/", post(create).options(options))
         .route("/uploads/{id}", any(upload))
-        .layer(middleware::from_fn(tus_version))
+        .route_layer(middleware::from_fn(tus_version))
         .with_state(uploads)
 }
 
