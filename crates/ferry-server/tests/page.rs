@@ -449,6 +449,28 @@ async fn the_event_stream_pushes_the_users_own_progress_and_landings() {
         b"0123456789"
     );
 
+    // An upload terminated by its owner ends on every page of hers.
+    let gone = create(&srv, ANN, "gone.bin", 10, "").await;
+    patch(&srv, ANN, &gone, 0, b"01").await;
+    assert_eq!(ann.expect("progress").await["offset"], 2);
+    let res = client()
+        .delete(srv.url(&gone))
+        .bearer_auth(ANN)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let e = ann.expect("ended").await;
+    assert_eq!(
+        (e["id"].as_str(), e["target"].as_str(), e["reason"].as_str()),
+        (
+            Some(gone.trim_start_matches("/uploads/")),
+            Some("gone.bin"),
+            Some("terminated")
+        )
+    );
+
     // Shutdown ends the streams at once rather than after the grace period.
     let took = srv.stop().await;
     assert!(took < Duration::from_secs(4), "{took:?}");

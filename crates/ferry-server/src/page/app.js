@@ -476,6 +476,11 @@
       row.li.dataset.offset = String(ev.offset);
       row.stats.textContent = `${human(ev.offset)} of ${ev.length === null ? '?' : human(ev.length)}`;
     });
+    // Cancelled or expired elsewhere: no longer anything to show or resume.
+    source.addEventListener('ended', (m) => {
+      const ev = JSON.parse(m.data);
+      forgetElsewhere('/uploads/' + ev.id);
+    });
     source.addEventListener('landed', (m) => {
       const ev = JSON.parse(m.data);
       const row = showElsewhere(ev);

@@ -46,21 +46,38 @@ pub enum UploadEvent {
         /// Unix seconds of the event.
         at: u64,
     },
+    /// The upload ended unfinished: terminated by its owner or expired.
+    Ended {
+        /// The user the upload belongs to (not sent to browsers).
+        #[serde(skip)]
+        owner: String,
+        /// The upload id.
+        id: String,
+        /// Where it would have landed.
+        target: String,
+        /// `terminated` or `expired`.
+        reason: &'static str,
+        /// Unix seconds of the event.
+        at: u64,
+    },
 }
 
 impl UploadEvent {
     /// The user the event concerns.
     pub fn owner(&self) -> &str {
         match self {
-            UploadEvent::Progress { owner, .. } | UploadEvent::Landed { owner, .. } => owner,
+            UploadEvent::Progress { owner, .. }
+            | UploadEvent::Landed { owner, .. }
+            | UploadEvent::Ended { owner, .. } => owner,
         }
     }
 
-    /// The event's name in an event stream (`progress`, `landed`).
+    /// The event's name in an event stream (`progress`, `landed`, `ended`).
     pub fn name(&self) -> &'static str {
         match self {
             UploadEvent::Progress { .. } => "progress",
             UploadEvent::Landed { .. } => "landed",
+            UploadEvent::Ended { .. } => "ended",
         }
     }
 
@@ -132,6 +149,21 @@ impl Uploads {
                 id: rec.id.clone(),
                 target: target.clone(),
                 length: rec.length.unwrap_or(rec.offset),
+                at: now(),
+            });
+        }
+    }
+
+    /// Publishes that unfinished `rec` ended (`reason`: `terminated` or `expired`).
+    pub(super) fn publish_ended(&self, rec: &UploadRecord, reason: &'static str) {
+        if let Some(target) = &rec.target
+            && self.events.tx.receiver_count() > 0
+        {
+            let _ = self.events.tx.send(UploadEvent::Ended {
+                owner: rec.owner.clone(),
+                id: rec.id.clone(),
+                target: target.clone(),
+                reason,
                 at: now(),
             });
         }

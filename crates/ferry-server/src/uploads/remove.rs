@@ -31,6 +31,7 @@ impl Uploads {
         if rec.phase != Phase::Complete {
             self.data.delete(&rec.id).await?;
             Metrics::add(&self.metrics.uploads_failed, 1);
+            self.publish_ended(rec, "terminated");
         } else if matches!(rec.kind, Kind::Partial { .. }) {
             self.data.delete(&rec.id).await?;
         }
@@ -65,6 +66,7 @@ impl Uploads {
                         tracing::warn!("expiry: cannot delete upload {}: {e}", rec.id);
                     }
                     Metrics::add(&self.metrics.uploads_failed, 1);
+                    self.publish_ended(&rec, "expired");
                     expired += 1;
                 }
                 Phase::Landing => {} // finished by the next request that touches it
