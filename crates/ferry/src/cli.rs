@@ -87,9 +87,11 @@ Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path
 an existing file is replaced only when the upload's metadata has overwrite=true.";
 
 #[derive(Args, Debug)]
+#[command(override_usage = "ferry put [OPTIONS] <FILE>... <URL>")]
 pub struct PutArgs {
-    /// Files (or folders with -r) to upload, then the tus endpoint URL (e.g. http://host:8080/uploads/).
-    #[arg(required = true, num_args = 2.., value_name = "FILE... URL")]
+    /// Files (or folders with -r) to upload, then the tus endpoint URL, e.g.
+    /// http://host:8080/uploads/ for `ferry serve` (options may come anywhere).
+    #[arg(required = true, value_name = "FILE... URL")]
     pub args: Vec<String>,
 
     /// Connections per file (parallel partial uploads, when the server supports them).

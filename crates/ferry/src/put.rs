@@ -68,10 +68,10 @@ pub async fn run(args: PutArgs) -> u8 {
 
 /// Validates the arguments and builds one upload per file.
 fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder)>, String> {
-    let (url, paths) = args
-        .args
-        .split_last()
-        .ok_or("give the files to upload, then the tus endpoint URL")?;
+    let (url, paths) = match args.args.split_last() {
+        Some((url, paths)) if !paths.is_empty() => (url, paths),
+        _ => return Err("give the files to upload, then the tus endpoint URL".into()),
+    };
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(format!(
             "the last argument must be the tus endpoint URL (http:// or https://), got {url:?}"

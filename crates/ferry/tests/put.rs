@@ -386,3 +386,16 @@ fn a_full_server_disk_stops_clearly_and_resumes() {
         "no part is sent again: {start}"
     );
 }
+
+/// Options may sit anywhere, even between the files and the URL.
+#[test]
+fn options_between_the_files_and_the_url() {
+    let env = Env::start();
+    let small = env.file("between.txt", 3000, 11);
+    let o = env.run(&[s(&small), "-q", "--name", "moved.txt", &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(&small, &env.served("moved.txt")));
+    let o = env.run(&["-q", &env.endpoint()]);
+    assert_eq!(o.status.code(), Some(2), "a URL alone: {}", stderr(&o));
+    assert!(stderr(&o).contains("give the files"), "{}", stderr(&o));
+}
