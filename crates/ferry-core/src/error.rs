@@ -50,6 +50,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// The server's TLS certificate is not trusted; retrying cannot help.
+    #[error("{url}: the server's certificate is not trusted: {reason}")]
+    Certificate {
+        /// The URL asked.
+        url: String,
+        /// Why the certificate was refused, in plain words.
+        reason: String,
+    },
+
     /// The transfer stopped for a network reason.
     #[error("{url}: {detail}")]
     Network {

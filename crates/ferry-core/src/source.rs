@@ -43,8 +43,12 @@ pub struct ClientOptions {
 /// downloads with equal options, so equal keys must mean equal configurations).
 #[derive(Clone)]
 pub struct CustomTls {
+    /// Names the configuration: equal keys must mean equal configurations.
     pub key: String,
+    /// The rustls configuration (certificate verification, ALPN).
     pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// Connect directly, ignoring proxy settings (ferry peers on a local network).
+    pub direct: bool,
 }
 
 impl std::fmt::Debug for CustomTls {
@@ -72,11 +76,12 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .or_insert(HeaderValue::from_static("identity"));
     let mut builder = Client::builder();
     if let Some(tls) = &opts.tls {
-        // A custom TLS configuration is for ferry peers, reached directly (a proxy could not
-        // reach a local peer; the pinned certificate keeps the connection safe either way).
-        builder = builder
-            .tls_backend_preconfigured(tls.config.as_ref().clone())
-            .no_proxy();
+        builder = builder.tls_backend_preconfigured(tls.config.as_ref().clone());
+        if tls.direct {
+            // Ferry peers are reached directly (a proxy could not reach a local peer; the
+            // pinned certificate keeps the connection safe either way).
+            builder = builder.no_proxy();
+        }
     }
     builder
         .user_agent(opts.user_agent.clone())
@@ -164,10 +169,20 @@ impl HttpSource {
                 req = req.header(header::IF_RANGE, v);
             }
         }
-        let resp = req.send().await.map_err(|e| Failure::Transient {
-            reason: describe(&e),
-            retry_after: None,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| match crate::tls::certificate_problem(&e) {
+                // Retrying cannot make a certificate trusted.
+                Some(reason) => Failure::Fatal(Error::Certificate {
+                    url: self.url.to_string(),
+                    reason,
+                }),
+                None => Failure::Transient {
+                    reason: describe(&e),
+                    retry_after: None,
+                },
+            })?;
         classify(resp, &self.url)
     }
 }

@@ -143,6 +143,7 @@ impl Receive {
                 fps.iter().map(hex::encode).collect::<Vec<_>>().join(",")
             ),
             config: tls::pinned_client_config_any(&fps),
+            direct: true,
         }
     }
 

@@ -132,6 +132,15 @@ pub struct PutArgs {
     #[arg(long)]
     pub overwrite: bool,
 
+    /// Trust the server certificates signed by (or equal to) the certificates in this PEM file,
+    /// instead of the system's authorities.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (the connection is encrypted, the server unproven).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
     /// Upload folders, keeping their relative paths.
     #[arg(short = 'r', long = "recursive")]
     pub recursive: bool,
@@ -291,6 +300,15 @@ pub struct GetArgs {
     #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
     pub headers: Vec<String>,
 
+    /// Trust the server certificates signed by (or equal to) the certificates in this PEM file,
+    /// instead of the system's authorities.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (the connection is encrypted, the server unproven).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
     /// Attempts in a row without progress before a connection gives up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -336,4 +354,21 @@ pub fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, String> {
             Ok((name.trim().to_string(), value.trim().to_string()))
         })
         .collect()
+}
+
+/// The TLS settings `--cacert FILE` or `--insecure` ask for (`None`: the system's authorities).
+pub fn tls_choice(
+    cacert: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Option<ferry_core::source::CustomTls>, String> {
+    match (cacert, insecure) {
+        (Some(file), _) => ferry_core::tls::trust_ca_file(file)
+            .map(Some)
+            .map_err(|e| match e {
+                ferry_core::Error::Usage(m) => m,
+                other => format!("--cacert: {other}"),
+            }),
+        (None, true) => Ok(Some(ferry_core::tls::insecure())),
+        (None, false) => Ok(None),
+    }
 }

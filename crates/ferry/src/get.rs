@@ -110,6 +110,7 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
         return Err("timeouts must be positive numbers of seconds".into());
     }
     let headers = crate::cli::parse_headers(&args.headers)?;
+    let tls = crate::cli::tls_choice(args.cacert.as_deref(), args.insecure)?;
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut jobs = Vec::new();
@@ -172,6 +173,9 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
             }
             if let Some(l) = &limiter {
                 b = b.rate_limiter(l.clone());
+            }
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
             }
             if let Some(c) = &checksum {
                 b = b.checksum(c.clone());

@@ -89,6 +89,10 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
         (Recv, Error::JournalForeign { .. } | Error::Exists { .. }) => {
             "; receive into another folder with -d"
         }
+        (Get | Put, Error::Certificate { .. }) => {
+            ". If you trust this server, pass its certificate (or its CA's) with --cacert FILE, \
+             or skip the check with --insecure."
+        }
         (Get, Error::HttpStatus { status: 401, .. }) => " (pass them with -H 'Authorization: …')",
         (Get, Error::HttpStatus { status: 403, .. }) => " (check the URL, a token or -H headers)",
         (Put, Error::HttpStatus { status: 401, .. }) => " (--token)",

@@ -98,6 +98,7 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
         })
         .transpose()?;
     let headers = crate::cli::parse_headers(&args.headers)?;
+    let tls = crate::cli::tls_choice(args.cacert.as_deref(), args.insecure)?;
 
     let mut jobs = Vec::new();
     for p in paths {
@@ -155,6 +156,9 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
             }
             for (k, v) in &headers {
                 b = b.header(k, v);
+            }
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
             }
             if let Some(c) = chunk {
                 b = b.chunk_size(c);

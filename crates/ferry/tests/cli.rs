@@ -487,6 +487,142 @@ fn https_via_rustls_with_certificate_verification() {
     assert!(!out.path().join("t.bin").exists());
 }
 
+/// A self-signed certificate such as `openssl req -x509` makes (a CA certificate used as the
+/// server's own): refused at once with one plain sentence and the way out, no retries and no
+/// TLS library log lines; trusted with `--cacert`, skipped with `--insecure`; `put` too.
+#[test]
+fn self_signed_certificate_cacert_and_insecure() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .current_dir(certs.path())
+        .output()
+        .expect("openssl is installed");
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_random_file(root.path().join("s.bin"), 3 * MIB + 1, 22).unwrap();
+    let port = ferry_testkit::util::free_port();
+    let c = certs.path().display();
+    let _nginx = Nginx::start_with(
+        root.path(),
+        NginxOptions {
+            extra_http: format!(
+                "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {c}/self.pem; ssl_certificate_key {c}/self.key; root {}; }}",
+                root.path().display()
+            ),
+            ..Default::default()
+        },
+    );
+    ferry_testkit::util::wait_for_port(("127.0.0.1", port), Duration::from_secs(10)).unwrap();
+    let url = format!("https://localhost:{port}/s.bin");
+    let out = tempfile::tempdir().unwrap();
+    let cacert = certs.path().join("self.pem");
+
+    let o = run(&["get", "-q", "-o", "a.bin", &url], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("certificate is not trusted")
+            && err.contains("openssl req -x509")
+            && err.contains("--cacert FILE")
+            && err.contains("--insecure"),
+        "{err}"
+    );
+    assert!(!err.contains("rustls") && !err.contains('\x1b'), "{err}");
+    let o = run(&["get", "--json", "-o", "a.bin", &url], out.path());
+    assert_eq!(o.status.code(), Some(1));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(!events.contains("\"retry\""), "not retried: {events}");
+    assert!(!out.path().join("a.bin").exists());
+
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "2",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-o",
+            "a.bin",
+            &url,
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("s.bin"),
+        &out.path().join("a.bin")
+    ));
+    let o = run(
+        &["get", "-q", "--insecure", "-o", "b.bin", &url],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("s.bin"),
+        &out.path().join("b.bin")
+    ));
+    // The certificate names localhost and 127.0.0.1 only: another name is still refused.
+    let other = format!("https://127.0.0.2:{port}/s.bin");
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-o",
+            "c.bin",
+            &other,
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    // put meets the same refusal before sending anything, and --cacert gets it past TLS
+    // (nginx is no tus server: the answer is then an HTTP error, not a certificate one).
+    let endpoint = format!("https://localhost:{port}/uploads/");
+    let file = root.path().join("s.bin");
+    let o = run(
+        &["put", "-q", file.to_str().unwrap(), &endpoint],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--cacert FILE"), "{}", stderr(&o));
+    let o = run(
+        &[
+            "put",
+            "-q",
+            "--retries",
+            "1",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            file.to_str().unwrap(),
+            &endpoint,
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("certificate"), "{}", stderr(&o));
+}
+
 /// HTTP_PROXY routes requests through the proxy (here the fault server, which accepts
 /// absolute-form targets as a forward proxy would); NO_PROXY exempts a host.
 #[test]

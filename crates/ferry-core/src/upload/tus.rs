@@ -108,6 +108,13 @@ pub enum TusFailure {
         /// What the server said.
         detail: String,
     },
+    /// The server's TLS certificate is not trusted: retrying cannot help.
+    Untrusted {
+        /// The URL asked.
+        url: String,
+        /// Why the certificate was refused, in plain words.
+        reason: String,
+    },
     /// Retrying cannot help (401, 403, 409 at creation, 413, 400…).
     Fatal {
         /// The HTTP status, when there was an answer.
@@ -133,6 +140,12 @@ pub struct RemoteState {
 }
 
 fn network(url: &str, e: &reqwest::Error) -> TusFailure {
+    if let Some(reason) = crate::tls::certificate_problem(e) {
+        return TusFailure::Untrusted {
+            url: url.to_owned(),
+            reason,
+        };
+    }
     TusFailure::Transient {
         detail: format!("{url}: {}", describe(e)),
         retry_after: None,
