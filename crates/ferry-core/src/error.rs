@@ -90,6 +90,17 @@ pub enum Error {
         last: String,
     },
 
+    /// The server could not be reached at all (no answer to any attempt of the first request).
+    #[error("{url}: no answer after {attempts} attempts; last error: {last}")]
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
+
     /// The remote file changed while a partial download was waiting, and restarting is not
     /// allowed (or it kept changing).
     #[error("the remote file changed since the partial download began ({detail})")]

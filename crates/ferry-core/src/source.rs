@@ -203,7 +203,7 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
         || (code >= 500 && code != 501 && code != 505);
     if transient {
         return Err(Failure::Transient {
-            reason: format!("server answered {status}"),
+            reason: format!("{ANSWERED} {status}"),
             retry_after,
         });
     }
@@ -220,6 +220,15 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
     }))
 }
 
+/// How the reason of a failed attempt that got an HTTP answer begins.
+const ANSWERED: &str = "server answered";
+
+/// Whether the reason of a transient failure says the server answered (with an error status)
+/// rather than that it could not be reached.
+pub fn is_answer(reason: &str) -> bool {
+    reason.starts_with(ANSWERED)
+}
+
 /// A short, human description of a reqwest error, including its causes.
 pub fn describe(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
@@ -233,8 +242,14 @@ pub fn describe(e: &reqwest::Error) -> String {
     };
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let text = cause.to_string();
+        // The HTTP stack's own layers ("client error (Connect)", "tcp connect error") say
+        // nothing the first words do not: only the real cause is kept.
+        let noise = text.starts_with("client error (") || text == "tcp connect error";
+        if !noise {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = cause.source();
     }
     s

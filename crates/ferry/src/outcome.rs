@@ -65,6 +65,7 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
         (_, Error::Cancelled) => ", rerun the same command to resume",
         (_, Error::RetriesExhausted { .. }) => ". Rerun the same command to resume.",
         (_, Error::Network { .. }) => "; rerun to resume",
+        (_, Error::Unreachable { .. }) => "; check the address and the network, then rerun",
         (_, Error::DiskFull { .. }) => {
             "; free some space and rerun the same command to resume (progress is saved)"
         }

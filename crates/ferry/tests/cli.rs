@@ -667,3 +667,60 @@ fn http_proxy_and_no_proxy_are_honoured() {
     );
     assert_eq!(proxy.request_count(), before, "NO_PROXY bypassed the proxy");
 }
+
+/// A file of the right length that ferry did not make is neither trusted as finished nor
+/// touched; one ferry finished is recognised on a rerun.
+#[test]
+fn a_foreign_file_of_the_right_length_is_not_trusted() {
+    let data = random_bytes(100_000, 23);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let zeros = vec![0u8; data.len()];
+    std::fs::write(out.path().join("f.bin"), &zeros).unwrap();
+    let o = run(&["get", "-q", &srv.url("f.bin")], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == zeros);
+
+    let o = run(&["get", "-q", "--restart", &srv.url("f.bin")], out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == data);
+    let before = srv.request_count();
+    let o = run(&["get", "--json", &srv.url("f.bin")], out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        events.contains("\"fetched\":0"),
+        "nothing fetched again: {events}"
+    );
+    assert!(srv.request_count() - before <= 1, "one probe only");
+}
+
+/// An unreachable host: retry lines name the URL (no empty name) without the HTTP stack's
+/// layers, and the end says the server never answered, not that a rerun resumes.
+#[test]
+fn an_unreachable_host_is_named_and_not_resumable() {
+    let out = tempfile::tempdir().unwrap();
+    let port = ferry_testkit::util::free_port();
+    let url = format!("http://127.0.0.1:{port}/f.bin");
+    let o = run(&["get", "--retries", "2", &url], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    for retry in &lines[..lines.len() - 1] {
+        assert!(retry.starts_with(&format!("{url}: retry ")), "{err}");
+    }
+    let last = lines[lines.len() - 1];
+    assert!(
+        last.contains("no answer after") && last.contains("check the address"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("client error (Connect)") && !err.contains("resume"),
+        "{err}"
+    );
+}

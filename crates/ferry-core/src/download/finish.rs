@@ -86,6 +86,11 @@ impl Download {
         if let Some(h) = &s.pieces {
             verified.push(format!("blake3 ({} pieces)", h.hashes.len()));
         }
+        let made = crate::journal::Validators {
+            length: Some(bytes),
+            ..shared.validators.clone()
+        };
+        super::finished_mark::set(&target.part_path, &made);
         finalize(&target.part_path, &target.dest)?;
         Journal::remove(&target.journal_path)?;
         let fetched = shared.fetched.load(Ordering::Relaxed);

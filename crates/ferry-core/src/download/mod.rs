@@ -18,6 +18,7 @@ mod checkpoint;
 mod client_pool;
 mod config;
 mod finish;
+mod finished_mark;
 mod piece_checks;
 mod probe;
 mod resume;
@@ -311,8 +312,11 @@ impl Download {
         restart: bool,
     ) -> Result<Settled, RunError> {
         let s = &self.cfg.settings;
+        let verifiable = !s.checksums.is_empty() || s.pieces.is_some();
         let disk = OnDisk {
             part_exists: journal.is_some() && target.part_path.exists(),
+            dest_trusted: journal.is_none()
+                && (verifiable || finished_mark::vouches_for(&target.dest, &probe.validators)),
             dest_len: match &journal {
                 Some(_) => None,
                 None if !restart && target.dest.exists() => Some(

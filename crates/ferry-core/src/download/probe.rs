@@ -67,12 +67,19 @@ pub(crate) async fn probe(
     let s = &cfg.settings;
     let client = clients.get(0)?;
     let mut failures = 0u32;
+    // Whether any attempt got an answer from a server (else it is unreachable).
+    let mut answered = false;
     loop {
         let si = failures as usize % sources.len();
         let src = &sources[si];
         let attempt = tokio::select! {
             r = src.get(&client, range, if_range) => r,
             _ = cancel.cancelled() => return Err(Error::Cancelled.into()),
+        };
+        answered |= match &attempt {
+            Ok(_) => true,
+            Err(Failure::Transient { reason, .. }) => source::is_answer(reason),
+            Err(_) => true,
         };
         let failure = match attempt {
             Ok(resp) => match interpret_probe(resp, si, range) {
@@ -98,6 +105,14 @@ pub(crate) async fn probe(
                 retry_after,
             } => {
                 failures += 1;
+                if failures > s.retry.max_attempts && !answered {
+                    return Err(Error::Unreachable {
+                        url: src.url.to_string(),
+                        attempts: failures,
+                        last: reason,
+                    }
+                    .into());
+                }
                 if failures > s.retry.max_attempts {
                     return Err(Error::RetriesExhausted {
                         url: src.url.to_string(),
