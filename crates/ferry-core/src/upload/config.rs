@@ -205,6 +205,16 @@ impl Config {
             .ok_or_else(|| Error::Usage(format!("{} has no file name", self.file.display())))
     }
 
+    /// Where the server puts the finished upload stored as `remote`, relative to its folder:
+    /// the `path` metadata (with -r), else the `filename` (a name's last segment).
+    pub(crate) fn landing(&self, remote: &str) -> String {
+        if self.remote_path.is_some() {
+            remote.to_owned()
+        } else {
+            remote.rsplit('/').next().unwrap_or(remote).to_owned()
+        }
+    }
+
     /// The `Upload-Metadata` of the upload stored as `remote`.
     pub(crate) fn metadata(&self, remote: &str) -> String {
         let mut pairs: Vec<(&str, &str)> = Vec::new();
