@@ -204,6 +204,11 @@ pub enum Error {
     /// Stopped by the caller (Ctrl-C); the journal is saved and a rerun resumes.
     #[error("interrupted; progress is saved")]
     Cancelled,
+
+    /// Stopped by the caller (Ctrl-C) while downloading from a server without byte ranges:
+    /// nothing can be resumed, a rerun starts from zero.
+    #[error("interrupted; the server does not support byte ranges, so a rerun starts over")]
+    CancelledWithoutResume,
 }
 
 impl Error {

@@ -142,8 +142,10 @@ impl HttpSource {
         self.lock().validators = Some(v);
     }
 
-    pub fn disable(&self, why: String) {
-        self.lock().disabled = Some(why);
+    /// Stops using this source for `why`; true when it was in use until now (so the caller
+    /// that dropped it is the one to report it, once).
+    pub fn disable(&self, why: String) -> bool {
+        self.lock().disabled.replace(why).is_none()
     }
 
     pub fn disabled(&self) -> Option<String> {

@@ -66,15 +66,20 @@ pub async fn run(args: GetArgs) -> u8 {
     }
     // The run ends as its worst job: interrupted (3) over failed (1) over done (0).
     let mut code = exit_code(Ending::Done);
+    let mut paused = false;
     for h in handles {
         let job = match h.await {
             Ok(Ok(_)) => exit_code(Ending::Done),
-            Ok(Err(e)) => exit_code(Ending::Engine(&e)),
+            Ok(Err(e)) => {
+                paused |= matches!(e, Error::Cancelled);
+                exit_code(Ending::Engine(&e))
+            }
             Err(_) => exit_code(Ending::Failed),
         };
         code = code.max(job);
     }
-    if code == exit_code(Ending::Interrupted) {
+    // Only a download that saved progress is promised a resume (one without ranges said so).
+    if paused {
         reporter.note(outcome::PAUSED);
     }
     code
@@ -131,6 +136,15 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
                 Some(d) if out.is_relative() => d.join(out),
                 _ => out.clone(),
             };
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                return Err(format!(
+                    "-o {}: the folder {} does not exist",
+                    path.display(),
+                    parent.display()
+                ));
+            }
             if path.is_dir() {
                 return Err(format!(
                     "-o {}: is a directory; use -d to download into a directory",

@@ -231,7 +231,10 @@ fn done_line(file: &str, bytes: u64, fetched: u64, secs: f64, verified: &[String
         format!(", verified {}", verified.join(", "))
     };
     if fetched == 0 {
-        return format!("{file}: done, {} (already here){check}", HumanBytes(bytes));
+        return format!(
+            "{file}: done, {} (nothing to transfer){check}",
+            HumanBytes(bytes)
+        );
     }
     let rate = if secs > 0.0 {
         HumanBytes((fetched as f64 / secs) as u64).to_string()
@@ -290,7 +293,7 @@ mod tests {
         );
         assert_eq!(
             done_line("f.bin", 3, 0, 0.01, &[]),
-            "f.bin: done, 3 B (already here)"
+            "f.bin: done, 3 B (nothing to transfer)"
         );
     }
 }

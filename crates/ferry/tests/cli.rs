@@ -724,3 +724,158 @@ fn an_unreachable_host_is_named_and_not_resumable() {
         "{err}"
     );
 }
+
+/// `-o` into a folder that does not exist is refused (no folders are made behind one's back).
+#[test]
+fn output_into_a_missing_folder_is_refused() {
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), random_bytes(1000, 24))],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let o = run(
+        &["get", "-q", "-o", "no/such/x.bin", &srv.url("f.bin")],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(!out.path().join("no").exists());
+    assert_eq!(srv.request_count(), 0, "refused before any request");
+}
+
+/// `ferry status` finds partial downloads in subfolders, and does not call a file ferry did
+/// not download complete.
+#[test]
+fn status_looks_into_subfolders_and_knows_foreign_files() {
+    let data = random_bytes(8 * MIB as usize, 25);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data)],
+        faults: Faults {
+            rate_per_conn: Some(MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("sub/deeper")).unwrap();
+    let mut child = ferry()
+        .args([
+            "get",
+            "-q",
+            "-x",
+            "1",
+            "-o",
+            "sub/deeper/f.bin",
+            &srv.url("f.bin"),
+        ])
+        .current_dir(out.path())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || srv
+        .body_bytes_sent()
+        >= MIB));
+    kill(&mut child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let st = run(&["status", "."], out.path());
+    assert!(st.status.success(), "{}", stderr(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("sub/deeper/f.bin") && text.contains("partial"),
+        "{text}"
+    );
+
+    std::fs::write(out.path().join("mine.txt"), b"not from ferry").unwrap();
+    let st = run(&["status", "mine.txt"], out.path());
+    assert_eq!(st.status.code(), Some(1));
+    assert!(
+        stderr(&st).contains("not a ferry download"),
+        "{}",
+        stderr(&st)
+    );
+}
+
+/// Ctrl-C against a server without byte ranges does not promise a resume it cannot give.
+#[test]
+fn ctrl_c_without_ranges_says_a_rerun_starts_over() {
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), random_bytes(8 * MIB as usize, 26))],
+        faults: Faults {
+            no_ranges: true,
+            rate_per_conn: Some(MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    let mut child = ferry()
+        .args(["get", "-o", "f.bin", &srv.url("f.bin")])
+        .current_dir(out.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || srv
+        .body_bytes_sent()
+        >= MIB));
+    kill(&mut child, "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("a rerun starts over"), "{err}");
+    assert!(!err.contains("Progress is saved"), "{err}");
+}
+
+/// After a checksum mismatch the data is kept as complete: a rerun with the right checksum
+/// verifies it without fetching it again.
+#[test]
+fn a_rerun_after_a_checksum_mismatch_fetches_nothing() {
+    let data = random_bytes(6 * MIB as usize, 27);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let wrong = format!("sha-256={}", "0".repeat(64));
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "4",
+            "-o",
+            "f.bin",
+            "--checksum",
+            &wrong,
+            &srv.url("f.bin"),
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::write(out.path().join("copy.bin"), &data).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(out.path().join("copy.bin"))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let before = srv.body_bytes_sent();
+    let right = format!("sha-256={hex}");
+    let o = run(
+        &[
+            "get",
+            "--json",
+            "-x",
+            "4",
+            "-o",
+            "f.bin",
+            "--checksum",
+            &right,
+            &srv.url("f.bin"),
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == data);
+    let fetched = srv.body_bytes_sent() - before;
+    assert!(fetched < 64 * 1024, "fetched {fetched} bytes again");
+}

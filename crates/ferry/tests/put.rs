@@ -464,3 +464,30 @@ fn existing_targets_reruns_and_wrong_urls() {
     );
     assert!(!err.contains("concatenation"), "{err}");
 }
+
+/// A fresh small upload does not claim to resume; `-r` says which empty folders it skips.
+#[test]
+fn small_uploads_and_empty_folders_are_reported_truthfully() {
+    let env = Env::start();
+    let tiny = env.file("t/tiny.txt", 3, 17);
+    std::fs::create_dir_all(env.src.path().join("t/empty/deeper")).unwrap();
+    let o = env.run(&["--json", s(&tiny), &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        start_event(&o)["resumed"],
+        0,
+        "a fresh upload resumes nothing"
+    );
+    let o = env.run(&["-r", s(&env.src.path().join("t")), &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("empty/deeper: an empty folder, skipped"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("t/empty: an empty"),
+        "only the deepest: {err}"
+    );
+    assert!(files_equal(&tiny, &env.served("t/tiny.txt")));
+}

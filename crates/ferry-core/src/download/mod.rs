@@ -27,6 +27,12 @@ mod worker;
 
 pub use config::{DownloadBuilder, Output};
 
+/// Whether `path` is a file ferry finished downloading (it carries ferry's mark), as opposed
+/// to one that merely sits where a download would go.
+pub fn finished_by_ferry(path: &Path) -> bool {
+    finished_mark::present(path)
+}
+
 use crate::error::Error;
 use crate::events::Event;
 use crate::journal::{Journal, with_suffix};

@@ -49,6 +49,15 @@ pub(crate) fn probe_request(journal: Option<&Journal>, probe_size: u64) -> Probe
             Some((s, Some(e))),
             j.validators.if_range().map(str::to_string),
         ),
+        // Every byte is there (kept after a failed verification): the last byte is enough to
+        // learn that the remote file is still the same.
+        (Some(j), None) if j.validators.length.is_some_and(|l| l > 0) => {
+            let len = j.validators.length.unwrap_or(1);
+            (
+                Some((len - 1, Some(len))),
+                j.validators.if_range().map(str::to_string),
+            )
+        }
         _ => (Some((0, Some(probe_size))), None),
     }
 }

@@ -126,10 +126,8 @@ impl Upload {
         let landing = self.cfg.landing(&remote);
         if !resuming && !self.cfg.overwrite && tus.target_exists(&landing).await == Some(true) {
             // Refused before sending anything (the server would refuse the finished upload).
-            return Err(Error::HttpStatus {
-                url: self.endpoint.to_string(),
-                status: 409,
-                hint: format!(": {landing} already exists on the server"),
+            return Err(Error::Exists {
+                path: PathBuf::from(landing),
             });
         }
         let metadata = self.cfg.metadata(&remote);
@@ -174,10 +172,12 @@ impl Upload {
             cancel: cancel.child_token(),
         });
 
+        // Bytes sent with the creation request are this run's, not resumed ones.
+        let presend = created.as_ref().map_or(0, |c| c.presend);
         let offsets = shared
             .offsets(&parts, created.and_then(|c| c.first_offset))
             .await?;
-        let resumed: u64 = offsets.iter().sum();
+        let resumed: u64 = offsets.iter().sum::<u64>().saturating_sub(presend);
         self.cfg.events.emit(Event::Start {
             url: self.endpoint.to_string(),
             file: display.clone(),
