@@ -19,8 +19,8 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// A client configuration with `verifier`, offering HTTP/2 and HTTP/1.1 as reqwest does.
-fn client_config(
+/// A client configuration with `verifier`, offering HTTP/2 and HTTP/1.1 (ALPN) as reqwest does.
+pub fn client_config(
     provider: Arc<CryptoProvider>,
     verifier: Arc<dyn ServerCertVerifier>,
 ) -> Arc<rustls::ClientConfig> {
@@ -68,11 +68,10 @@ pub fn trust_ca_file(path: &Path) -> Result<CustomTls, Error> {
                 })?,
         )
     };
-    let verifier = Arc::new(CaFileVerifier {
-        inner,
-        own: certs,
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(CheckedVerifier::new(
+        provider.clone(),
+        ca_file_check(inner, certs),
+    ));
     Ok(CustomTls {
         key: format!("cacert:{}", path.display()),
         config: client_config(provider, verifier),
@@ -84,9 +83,10 @@ pub fn trust_ca_file(path: &Path) -> Result<CustomTls, Error> {
 /// is not authenticated. Handshake signatures are still checked.
 pub fn insecure() -> CustomTls {
     let provider = provider();
-    let verifier = Arc::new(AnyCertificate {
-        provider: provider.clone(),
-    });
+    let verifier = Arc::new(CheckedVerifier::new(
+        provider.clone(),
+        Box::new(|_, _, _, _, _| Ok(ServerCertVerified::assertion())),
+    ));
     CustomTls {
         key: "insecure".into(),
         config: client_config(provider, verifier),
@@ -94,17 +94,39 @@ pub fn insecure() -> CustomTls {
     }
 }
 
-/// The certificates of a `--cacert` file: roots, or server certificates trusted as they are.
-#[derive(Debug)]
-struct CaFileVerifier {
-    /// Verifies chains up to the file's certificates (none when none can be a root).
-    inner: Option<Arc<WebPkiServerVerifier>>,
-    /// Every certificate of the file, any of which a server may present as its own.
-    own: Vec<CertificateDer<'static>>,
+/// What a [`CheckedVerifier`] asks of the server's certificate: accept or refuse it, given the
+/// end-entity certificate, the intermediates, the server name, the OCSP response and the time.
+pub type CertificateCheck = dyn Fn(
+        &CertificateDer<'_>,
+        &[CertificateDer<'_>],
+        &ServerName<'_>,
+        &[u8],
+        UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error>
+    + Send
+    + Sync;
+
+/// A server certificate verifier made of a certificate check; handshake signatures are always
+/// checked with the crypto provider's algorithms (only the certificate's key holder passes).
+pub struct CheckedVerifier {
+    check: Box<CertificateCheck>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for CaFileVerifier {
+impl CheckedVerifier {
+    /// A verifier that accepts the certificates `check` accepts.
+    pub fn new(provider: Arc<CryptoProvider>, check: Box<CertificateCheck>) -> Self {
+        CheckedVerifier { check, provider }
+    }
+}
+
+impl std::fmt::Debug for CheckedVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckedVerifier")
+    }
+}
+
+impl ServerCertVerifier for CheckedVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -113,25 +135,7 @@ impl ServerCertVerifier for CaFileVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let chained = match &self.inner {
-            Some(v) => {
-                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            }
-            None => Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::UnknownIssuer,
-            )),
-        };
-        match chained {
-            Ok(ok) => Ok(ok),
-            Err(e) if self.own.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
-                // The server presents a certificate of the file itself: trusted as given,
-                // for the names it carries.
-                let parsed = ParsedCertificate::try_from(end_entity).map_err(|_| e)?;
-                rustls::client::verify_server_name(&parsed, server_name)?;
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(e) => Err(e),
-        }
+        (self.check)(end_entity, intermediates, server_name, ocsp_response, now)
     }
 
     fn verify_tls12_signature(
@@ -169,57 +173,33 @@ impl ServerCertVerifier for CaFileVerifier {
     }
 }
 
-/// Accepts every certificate; checks handshake signatures.
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+/// The check of a `--cacert` file: a chain up to one of its certificates (`chains`, when any
+/// can be a root), or the server presenting one of `own` itself, for the names it carries.
+fn ca_file_check(
+    chains: Option<Arc<WebPkiServerVerifier>>,
+    own: Vec<CertificateDer<'static>>,
+) -> Box<CertificateCheck> {
+    Box::new(
+        move |end_entity, intermediates, server_name, ocsp_response, now| {
+            let chained = match &chains {
+                Some(v) => {
+                    v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+                }
+                None => Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                )),
+            };
+            match chained {
+                Ok(ok) => Ok(ok),
+                Err(e) if own.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                    let parsed = ParsedCertificate::try_from(end_entity).map_err(|_| e)?;
+                    rustls::client::verify_server_name(&parsed, server_name)?;
+                    Ok(ServerCertVerified::assertion())
+                }
+                Err(e) => Err(e),
+            }
+        },
+    )
 }
 
 /// Why the server's certificate was refused, in plain words, when `e` failed for that reason
