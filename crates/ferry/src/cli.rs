@@ -248,9 +248,12 @@ Examples:
       verify the result, cap the total speed at 20 MiB/s
   ferry get --json URL | jq .
       one JSON event per line (start, progress, retry, warning, done, error)
+  ferry get --cacert server.pem https://myhost:8443/files/big.iso
+      trust a self-signed server certificate (or a private CA); --insecure skips the check
 
 Exit codes: 0 done and verified, 1 failed, 2 usage error, 3 interrupted (rerun to resume).
-Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part.";
+Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part (a server without byte
+ranges cannot resume: a rerun starts over).";
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
