@@ -50,6 +50,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// The server's TLS certificate is not trusted; retrying cannot help.
+    #[error("{url}: the server's certificate is not trusted: {reason}")]
+    Certificate {
+        /// The URL asked.
+        url: String,
+        /// Why the certificate was refused, in plain words.
+        reason: String,
+    },
+
     /// The transfer stopped for a network reason.
     #[error("{url}: {detail}")]
     Network {
@@ -73,6 +82,17 @@ pub enum Error {
         "{url}: gave up after {attempts} attempts in a row without progress; last error: {last}"
     )]
     RetriesExhausted {
+        /// The URL asked.
+        url: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
+
+    /// The server could not be reached at all (no answer to any attempt of the first request).
+    #[error("{url}: no answer after {attempts} attempts; last error: {last}")]
+    Unreachable {
         /// The URL asked.
         url: String,
         /// Attempts made.
@@ -184,6 +204,11 @@ pub enum Error {
     /// Stopped by the caller (Ctrl-C); the journal is saved and a rerun resumes.
     #[error("interrupted; progress is saved")]
     Cancelled,
+
+    /// Stopped by the caller (Ctrl-C) while downloading from a server without byte ranges:
+    /// nothing can be resumed, a rerun starts from zero.
+    #[error("interrupted; the server does not support byte ranges, so a rerun starts over")]
+    CancelledWithoutResume,
 }
 
 impl Error {

@@ -16,6 +16,7 @@ pub mod plan;
 pub mod ranges;
 pub mod sink;
 pub mod source;
+pub mod tls;
 pub mod upload;
 pub mod verify;
 

@@ -47,11 +47,12 @@ pub struct ClientOptions {
 /// downloads with equal options, so equal keys must mean equal configurations).
 #[derive(Clone)]
 pub struct CustomTls {
-    /// Names the configuration: equal keys must mean equal `config`s (e.g. the pinned
-    /// certificates' fingerprints).
+    /// Names the configuration: equal keys must mean equal configurations.
     pub key: String,
-    /// The rustls configuration the clients use.
+    /// The rustls configuration (certificate verification, ALPN).
     pub config: std::sync::Arc<rustls::ClientConfig>,
+    /// Connect directly, ignoring proxy settings (ferry peers on a local network).
+    pub direct: bool,
 }
 
 impl std::fmt::Debug for CustomTls {
@@ -79,11 +80,12 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
         .or_insert(HeaderValue::from_static("identity"));
     let mut builder = Client::builder();
     if let Some(tls) = &opts.tls {
-        // A custom TLS configuration is for ferry peers, reached directly (a proxy could not
-        // reach a local peer; the pinned certificate keeps the connection safe either way).
-        builder = builder
-            .tls_backend_preconfigured(tls.config.as_ref().clone())
-            .no_proxy();
+        builder = builder.tls_backend_preconfigured(tls.config.as_ref().clone());
+        if tls.direct {
+            // Ferry peers are reached directly (a proxy could not reach a local peer; the
+            // pinned certificate keeps the connection safe either way).
+            builder = builder.no_proxy();
+        }
     }
     builder
         .user_agent(opts.user_agent.clone())
@@ -150,10 +152,10 @@ impl HttpSource {
         self.lock().validators = Some(v);
     }
 
-    /// Drops this source for the rest of the download (e.g. it serves other bytes than the
-    /// others); `why` says why, for messages.
-    pub fn disable(&self, why: String) {
-        self.lock().disabled = Some(why);
+    /// Stops using this source for `why`; true when it was in use until now (so the caller
+    /// that dropped it is the one to report it, once).
+    pub fn disable(&self, why: String) -> bool {
+        self.lock().disabled.replace(why).is_none()
     }
 
     /// Why this source was dropped, or `None` while it is still used.
@@ -180,10 +182,20 @@ impl HttpSource {
                 req = req.header(header::IF_RANGE, v);
             }
         }
-        let resp = req.send().await.map_err(|e| Failure::Transient {
-            reason: describe(&e),
-            retry_after: None,
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| match crate::tls::certificate_problem(&e) {
+                // Retrying cannot make a certificate trusted.
+                Some(reason) => Failure::Fatal(Error::Certificate {
+                    url: self.url.to_string(),
+                    reason,
+                }),
+                None => Failure::Transient {
+                    reason: describe(&e),
+                    retry_after: None,
+                },
+            })?;
         classify(resp, &self.url)
     }
 }
@@ -204,7 +216,7 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
         || (code >= 500 && code != 501 && code != 505);
     if transient {
         return Err(Failure::Transient {
-            reason: format!("server answered {status}"),
+            reason: format!("{ANSWERED} {status}"),
             retry_after,
         });
     }
@@ -221,6 +233,15 @@ fn classify(resp: Response, url: &Url) -> Result<Response, Failure> {
     }))
 }
 
+/// How the reason of a failed attempt that got an HTTP answer begins.
+const ANSWERED: &str = "server answered";
+
+/// Whether the reason of a transient failure says the server answered (with an error status)
+/// rather than that it could not be reached.
+pub fn is_answer(reason: &str) -> bool {
+    reason.starts_with(ANSWERED)
+}
+
 /// A short, human description of a reqwest error, including its causes.
 pub fn describe(e: &reqwest::Error) -> String {
     let mut s = if e.is_timeout() {
@@ -234,8 +255,14 @@ pub fn describe(e: &reqwest::Error) -> String {
     };
     let mut src: Option<&dyn std::error::Error> = std::error::Error::source(e);
     while let Some(cause) = src {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
+        let text = cause.to_string();
+        // The HTTP stack's own layers ("client error (Connect)", "tcp connect error") say
+        // nothing the first words do not: only the real cause is kept.
+        let noise = text.starts_with("client error (") || text == "tcp connect error";
+        if !noise {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
         src = cause.source();
     }
     s

@@ -603,8 +603,14 @@ async fn mirrors_share_the_work_and_a_wrong_mirror_is_dropped() {
         .lock()
         .unwrap()
         .iter()
-        .any(|e| matches!(e, Event::Warning { message, .. } if message.contains("mirror")));
-    assert!(warned);
+        .filter(|e| matches!(e, Event::Warning { message, .. } if message.contains("mirror")))
+        .count();
+    assert_eq!(
+        warned,
+        1,
+        "dropped once, reported once: {:?}",
+        events.lock().unwrap()
+    );
 }
 
 #[tokio::test]

@@ -143,6 +143,7 @@ impl Receive {
                 fps.iter().map(hex::encode).collect::<Vec<_>>().join(",")
             ),
             config: tls::pinned_client_config_any(&fps),
+            direct: true,
         }
     }
 
@@ -187,10 +188,14 @@ impl Receive {
                     manifest_bytes.get_or_insert(bytes);
                     peers.push(peer);
                 }
-                Err(e) => {
-                    (self.note)(&format!("cannot reach a sender: {e}"));
-                    failures.push(e);
-                }
+                Err(e) => failures.push(e),
+            }
+        }
+        // Senders out of reach are worth a note when others were reached; when none was, the
+        // error says it all (once).
+        if manifest_bytes.is_some() {
+            for e in &failures {
+                (self.note)(&format!("cannot reach a sender: {e}"));
             }
         }
         let Some(bytes) = manifest_bytes else {

@@ -11,10 +11,10 @@
 //! enables in this workspace), so the binary links a single TLS crypto library and nothing depends
 //! on a process-wide default provider.
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use ferry_core::tls::{CertificateCheck, CheckedVerifier};
+use rustls::client::danger::ServerCertVerified;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -103,18 +103,12 @@ pub fn pinned_client_config(fingerprint: [u8; 32]) -> Arc<rustls::ClientConfig> 
 /// configuration; each was named by the user).
 pub fn pinned_client_config_any(fingerprints: &[[u8; 32]]) -> Arc<rustls::ClientConfig> {
     let provider = provider();
-    let verifier = Arc::new(PinnedVerifier {
-        fingerprints: fingerprints.to_vec(),
-        provider: provider.clone(),
-    });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the aws-lc-rs provider supports the default TLS versions")
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    let verifier = Arc::new(CheckedVerifier::new(
+        provider.clone(),
+        pin_check(fingerprints.to_vec()),
+    ));
+    // The same protocols as ALPN (h2, then http/1.1).
+    ferry_core::tls::client_config(provider, verifier)
 }
 
 /// The server's certificate is not the one the ticket pins.
@@ -140,30 +134,16 @@ impl std::fmt::Debug for PinMismatch {
     }
 }
 
-/// Accepts exactly the end-entity certificates with these fingerprints; checks handshake
-/// signatures.
-#[derive(Debug)]
-struct PinnedVerifier {
-    fingerprints: Vec<[u8; 32]>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+/// Accepts exactly the end-entity certificates with these fingerprints (handshake signatures
+/// are checked by [`CheckedVerifier`]).
+fn pin_check(fingerprints: Vec<[u8; 32]>) -> Box<CertificateCheck> {
+    Box::new(move |end_entity, _, _, _, _| {
         let actual = fingerprint(end_entity);
-        if self.fingerprints.contains(&actual) {
+        if fingerprints.contains(&actual) {
             Ok(ServerCertVerified::assertion())
         } else {
             let mismatch = PinMismatch {
-                expected: self
-                    .fingerprints
+                expected: fingerprints
                     .iter()
                     .map(hex::encode)
                     .collect::<Vec<_>>()
@@ -174,41 +154,7 @@ impl ServerCertVerifier for PinnedVerifier {
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch))),
             ))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -255,7 +201,7 @@ mod tests {
     fn handshake(server: Arc<rustls::ServerConfig>, pin: [u8; 32]) -> Result<(), rustls::Error> {
         let mut client = rustls::ClientConnection::new(
             pinned_client_config(pin),
-            ServerName::try_from("127.0.0.1").unwrap(),
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
         )?;
         let mut server = rustls::ServerConnection::new(server)?;
         for _ in 0..10 {

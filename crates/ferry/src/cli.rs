@@ -87,9 +87,11 @@ Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path
 an existing file is replaced only when the upload's metadata has overwrite=true.";
 
 #[derive(Args, Debug)]
+#[command(override_usage = "ferry put [OPTIONS] <FILE>... <URL>")]
 pub struct PutArgs {
-    /// Files (or folders with -r) to upload, then the tus endpoint URL (e.g. http://host:8080/uploads/).
-    #[arg(required = true, num_args = 2.., value_name = "FILE... URL")]
+    /// Files (or folders with -r) to upload, then the tus endpoint URL, e.g.
+    /// http://host:8080/uploads/ for `ferry serve` (options may come anywhere).
+    #[arg(required = true, value_name = "FILE... URL")]
     pub args: Vec<String>,
 
     /// Connections per file (parallel partial uploads, when the server supports them).
@@ -129,6 +131,15 @@ pub struct PutArgs {
     /// Replace a file of the same name on the server.
     #[arg(long)]
     pub overwrite: bool,
+
+    /// Trust the server certificates signed by (or equal to) the certificates in this PEM file,
+    /// instead of the system's authorities.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (the connection is encrypted, the server unproven).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
 
     /// Upload folders, keeping their relative paths.
     #[arg(short = 'r', long = "recursive")]
@@ -237,9 +248,12 @@ Examples:
       verify the result, cap the total speed at 20 MiB/s
   ferry get --json URL | jq .
       one JSON event per line (start, progress, retry, warning, done, error)
+  ferry get --cacert server.pem https://myhost:8443/files/big.iso
+      trust a self-signed server certificate (or a private CA); --insecure skips the check
 
 Exit codes: 0 done and verified, 1 failed, 2 usage error, 3 interrupted (rerun to resume).
-Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part.";
+Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part (a server without byte
+ranges cannot resume: a rerun starts over).";
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
@@ -289,6 +303,15 @@ pub struct GetArgs {
     #[arg(short = 'H', long = "header", value_name = "'Name: value'")]
     pub headers: Vec<String>,
 
+    /// Trust the server certificates signed by (or equal to) the certificates in this PEM file,
+    /// instead of the system's authorities.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub cacert: Option<PathBuf>,
+
+    /// Do not verify the server's certificate (the connection is encrypted, the server unproven).
+    #[arg(short = 'k', long)]
+    pub insecure: bool,
+
     /// Attempts in a row without progress before a connection gives up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -334,4 +357,21 @@ pub fn parse_headers(raw: &[String]) -> Result<Vec<(String, String)>, String> {
             Ok((name.trim().to_string(), value.trim().to_string()))
         })
         .collect()
+}
+
+/// The TLS settings `--cacert FILE` or `--insecure` ask for (`None`: the system's authorities).
+pub fn tls_choice(
+    cacert: Option<&std::path::Path>,
+    insecure: bool,
+) -> Result<Option<ferry_core::source::CustomTls>, String> {
+    match (cacert, insecure) {
+        (Some(file), _) => ferry_core::tls::trust_ca_file(file)
+            .map(Some)
+            .map_err(|e| match e {
+                ferry_core::Error::Usage(m) => m,
+                other => format!("--cacert: {other}"),
+            }),
+        (None, true) => Ok(Some(ferry_core::tls::insecure())),
+        (None, false) => Ok(None),
+    }
 }

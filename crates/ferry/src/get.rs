@@ -66,15 +66,20 @@ pub async fn run(args: GetArgs) -> u8 {
     }
     // The run ends as its worst job: interrupted (3) over failed (1) over done (0).
     let mut code = exit_code(Ending::Done);
+    let mut paused = false;
     for h in handles {
         let job = match h.await {
             Ok(Ok(_)) => exit_code(Ending::Done),
-            Ok(Err(e)) => exit_code(Ending::Engine(&e)),
+            Ok(Err(e)) => {
+                paused |= matches!(e, Error::Cancelled);
+                exit_code(Ending::Engine(&e))
+            }
             Err(_) => exit_code(Ending::Failed),
         };
         code = code.max(job);
     }
-    if code == exit_code(Ending::Interrupted) {
+    // Only a download that saved progress is promised a resume (one without ranges said so).
+    if paused {
         reporter.note(outcome::PAUSED);
     }
     code
@@ -110,6 +115,7 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
         return Err("timeouts must be positive numbers of seconds".into());
     }
     let headers = crate::cli::parse_headers(&args.headers)?;
+    let tls = crate::cli::tls_choice(args.cacert.as_deref(), args.insecure)?;
 
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let mut jobs = Vec::new();
@@ -130,6 +136,15 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
                 Some(d) if out.is_relative() => d.join(out),
                 _ => out.clone(),
             };
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+                && !parent.is_dir()
+            {
+                return Err(format!(
+                    "-o {}: the folder {} does not exist",
+                    path.display(),
+                    parent.display()
+                ));
+            }
             if path.is_dir() {
                 return Err(format!(
                     "-o {}: is a directory; use -d to download into a directory",
@@ -172,6 +187,9 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
             }
             if let Some(l) = &limiter {
                 b = b.rate_limiter(l.clone());
+            }
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
             }
             if let Some(c) = &checksum {
                 b = b.checksum(c.clone());

@@ -49,7 +49,9 @@ pub fn exit_code(ending: Ending<'_>) -> u8 {
     match ending {
         Ending::Done => exit::OK,
         Ending::Usage => exit::USAGE,
-        Ending::Interrupted | Ending::Engine(Error::Cancelled) => exit::INTERRUPTED,
+        Ending::Interrupted | Ending::Engine(Error::Cancelled | Error::CancelledWithoutResume) => {
+            exit::INTERRUPTED
+        }
         Ending::Engine(_) | Ending::Failed => exit::FAILED,
     }
 }
@@ -65,6 +67,7 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
         (_, Error::Cancelled) => ", rerun the same command to resume",
         (_, Error::RetriesExhausted { .. }) => ". Rerun the same command to resume.",
         (_, Error::Network { .. }) => "; rerun to resume",
+        (_, Error::Unreachable { .. }) => "; check the address and the network, then rerun",
         (_, Error::DiskFull { .. }) => {
             "; free some space and rerun the same command to resume (progress is saved)"
         }
@@ -89,10 +92,15 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
         (Recv, Error::JournalForeign { .. } | Error::Exists { .. }) => {
             "; receive into another folder with -d"
         }
+        (Get | Put, Error::Certificate { .. }) => {
+            ". If you trust this server, pass its certificate (or its CA's) with --cacert FILE, \
+             or skip the check with --insecure."
+        }
         (Get, Error::HttpStatus { status: 401, .. }) => " (pass them with -H 'Authorization: …')",
         (Get, Error::HttpStatus { status: 403, .. }) => " (check the URL, a token or -H headers)",
         (Put, Error::HttpStatus { status: 401, .. }) => " (--token)",
         (Put, Error::HttpStatus { status: 409, .. }) => ": use --overwrite to replace it",
+        (Put, Error::Exists { .. }) => " on the server; use --overwrite to replace it",
         _ => return None,
     })
 }
@@ -100,10 +108,21 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
 /// The message people (and JSON events) get for `error` from `command`: what happened, then
 /// what to do.
 pub fn message(command: Command, error: &Error) -> String {
+    let said = error.to_string();
     match advice(command, error) {
-        Some(advice) => format!("{error}{advice}"),
-        None => error.to_string(),
+        // A server's own message may carry the same advice already: it is not repeated.
+        Some(advice) if !repeats(&said, advice) => format!("{said}{advice}"),
+        _ => said,
     }
+}
+
+/// Whether `message` names the option `advice` recommends (its first `--option`) already.
+fn repeats(message: &str, advice: &str) -> bool {
+    advice
+        .split_whitespace()
+        .find(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .is_some_and(|option| message.contains(option))
 }
 
 #[cfg(test)]
@@ -119,6 +138,7 @@ mod tests {
         assert_eq!(exit_code(Ending::Usage), 2);
         assert_eq!(exit_code(Ending::Interrupted), 3);
         assert_eq!(exit_code(Ending::Engine(&Error::Cancelled)), 3);
+        assert_eq!(exit_code(Ending::Engine(&Error::CancelledWithoutResume)), 3);
     }
 
     #[test]
@@ -146,6 +166,25 @@ mod tests {
             hint: "; it exists on the server".into(),
         };
         assert!(message(Command::Put, &conflict).ends_with("use --overwrite to replace it"));
+        let said_it = Error::HttpStatus {
+            url: "http://h/uploads/".into(),
+            status: 409,
+            hint: ": x exists; use --overwrite".into(),
+        };
+        assert_eq!(
+            message(Command::Put, &said_it)
+                .matches("--overwrite")
+                .count(),
+            1,
+            "the hint is not repeated"
+        );
+        let there = Error::Exists {
+            path: PathBuf::from("a/x.bin"),
+        };
+        assert_eq!(
+            message(Command::Put, &there),
+            "a/x.bin already exists on the server; use --overwrite to replace it"
+        );
         assert!(!message(Command::Get, &conflict).contains("--overwrite"));
     }
 

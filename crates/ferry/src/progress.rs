@@ -87,19 +87,22 @@ impl Reporter {
                     delay_ms,
                     reason,
                 } => {
-                    eprintln!(
-                        "{file}: retry {attempt} in {:.1}s ({url}): {reason}",
-                        *delay_ms as f64 / 1000.0
-                    )
+                    // Before the name is known, the URL names the download.
+                    let delay = *delay_ms as f64 / 1000.0;
+                    if file.is_empty() {
+                        eprintln!("{url}: retry {attempt} in {delay:.1}s: {reason}")
+                    } else {
+                        eprintln!("{file}: retry {attempt} in {delay:.1}s ({url}): {reason}")
+                    }
                 }
                 Event::Warning { file, message } => eprintln!("{file}: warning: {message}"),
                 Event::Done {
                     file,
                     bytes,
+                    fetched,
                     secs,
                     verified,
-                    ..
-                } => eprintln!("{}", done_line(file, *bytes, *secs, verified)),
+                } => eprintln!("{}", done_line(file, *bytes, *fetched, *secs, verified)),
                 Event::Progress { .. } | Event::Verifying { .. } => {}
             },
             Mode::Bars => self.bar_event(job, e),
@@ -149,13 +152,19 @@ impl Reporter {
             Event::Retry { delay_ms: 0, .. } => {}
             Event::Retry {
                 file,
+                url,
                 attempt,
                 reason,
                 ..
             } => {
+                let name = if file.is_empty() {
+                    url
+                } else {
+                    short_name(&file)
+                };
                 let _ = self
                     .multi
-                    .println(format!("{}: retry {attempt}: {reason}", short_name(&file)));
+                    .println(format!("{name}: retry {attempt}: {reason}"));
             }
             Event::Warning { file, message } => {
                 let _ = self
@@ -165,14 +174,16 @@ impl Reporter {
             Event::Done {
                 file,
                 bytes,
+                fetched,
                 secs,
                 verified,
-                ..
             } => {
                 if let Some(bar) = bars.remove(&job) {
                     bar.finish_and_clear();
                 }
-                let _ = self.multi.println(done_line(&file, bytes, secs, &verified));
+                let _ = self
+                    .multi
+                    .println(done_line(&file, bytes, fetched, secs, &verified));
             }
         }
     }
@@ -211,19 +222,32 @@ impl Reporter {
     }
 }
 
-fn done_line(file: &str, bytes: u64, secs: f64, verified: &[String]) -> String {
-    let rate = if secs > 0.0 {
-        HumanBytes((bytes as f64 / secs) as u64).to_string()
-    } else {
-        "-".into()
-    };
+/// The line of a finished file: its size, what this run moved and at what speed (bytes that
+/// were already there count for neither), and what was verified.
+fn done_line(file: &str, bytes: u64, fetched: u64, secs: f64, verified: &[String]) -> String {
     let check = if verified.is_empty() {
         String::new()
     } else {
         format!(", verified {}", verified.join(", "))
     };
+    if fetched == 0 {
+        return format!(
+            "{file}: done, {} (nothing to transfer){check}",
+            HumanBytes(bytes)
+        );
+    }
+    let rate = if secs > 0.0 {
+        HumanBytes((fetched as f64 / secs) as u64).to_string()
+    } else {
+        "-".into()
+    };
+    let moved = if fetched < bytes {
+        format!(", {} of it", HumanBytes(fetched))
+    } else {
+        String::new()
+    };
     format!(
-        "{file}: done, {} in {secs:.1}s ({rate}/s){check}",
+        "{file}: done, {}{moved} in {secs:.1}s ({rate}/s){check}",
         HumanBytes(bytes)
     )
 }
@@ -243,4 +267,33 @@ fn json_line(v: &serde_json::Value) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{v}");
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::done_line;
+
+    #[test]
+    fn speeds_count_only_the_bytes_moved() {
+        let resumed = done_line("f.bin", 200 << 20, 100 << 20, 5.0, &[]);
+        assert_eq!(
+            resumed,
+            "f.bin: done, 200.00 MiB, 100.00 MiB of it in 5.0s (20.00 MiB/s)"
+        );
+        let whole = done_line(
+            "f.bin",
+            100 << 20,
+            100 << 20,
+            5.0,
+            &["md5 (--checksum)".into()],
+        );
+        assert_eq!(
+            whole,
+            "f.bin: done, 100.00 MiB in 5.0s (20.00 MiB/s), verified md5 (--checksum)"
+        );
+        assert_eq!(
+            done_line("f.bin", 3, 0, 0.01, &[]),
+            "f.bin: done, 3 B (nothing to transfer)"
+        );
+    }
 }

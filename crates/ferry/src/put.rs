@@ -21,7 +21,14 @@ struct Job {
 pub async fn run(args: PutArgs) -> u8 {
     let reporter = Reporter::new(Mode::choose(args.json, args.quiet));
     let uploads = match plan(&args) {
-        Ok(u) => u,
+        Ok((u, empty)) => {
+            for dir in empty {
+                reporter.note(&format!(
+                    "ferry put: {dir}: an empty folder, skipped (uploads carry files only)"
+                ));
+            }
+            u
+        }
         Err(msg) => {
             reporter.error(0, "", &msg, false);
             return exit_code(Ending::Usage);
@@ -66,12 +73,16 @@ pub async fn run(args: PutArgs) -> u8 {
     exit_code(if failed { Ending::Failed } else { Ending::Done })
 }
 
-/// Validates the arguments and builds one upload per file.
-fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder)>, String> {
-    let (url, paths) = args
-        .args
-        .split_last()
-        .ok_or("give the files to upload, then the tus endpoint URL")?;
+/// One upload per file, by its display name.
+type Uploads = Vec<(String, ferry_core::upload::UploadBuilder)>;
+
+/// Validates the arguments and builds one upload per file; also returns the empty folders
+/// that -r met (nothing can carry them).
+fn plan(args: &PutArgs) -> Result<(Uploads, Vec<String>), String> {
+    let (url, paths) = match args.args.split_last() {
+        Some((url, paths)) if !paths.is_empty() => (url, paths),
+        _ => return Err("give the files to upload, then the tus endpoint URL".into()),
+    };
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err(format!(
             "the last argument must be the tus endpoint URL (http:// or https://), got {url:?}"
@@ -98,8 +109,10 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
         })
         .transpose()?;
     let headers = crate::cli::parse_headers(&args.headers)?;
+    let tls = crate::cli::tls_choice(args.cacert.as_deref(), args.insecure)?;
 
     let mut jobs = Vec::new();
+    let mut empty = Vec::new();
     for p in paths {
         let path = Path::new(p);
         let meta = std::fs::metadata(path).map_err(|e| format!("{p}: {e}"))?;
@@ -115,7 +128,12 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let mut files = Vec::new();
-            walk(&base, &mut files).map_err(|e| format!("{p}: {e}"))?;
+            let mut empty_dirs = Vec::new();
+            walk(&base, &mut files, &mut empty_dirs).map_err(|e| format!("{p}: {e}"))?;
+            empty.extend(empty_dirs.iter().map(|d| {
+                let rel = d.strip_prefix(&base).unwrap_or(d);
+                Path::new(p).join(rel).display().to_string()
+            }));
             files.sort();
             for f in files {
                 let rel = f.strip_prefix(&base).expect("walked under base");
@@ -143,7 +161,7 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
         max_attempts: args.retries.max(1),
         ..Default::default()
     };
-    Ok(jobs
+    let uploads = jobs
         .into_iter()
         .map(|job| {
             let mut b = Upload::builder(&job.file, url.as_str())
@@ -155,6 +173,9 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
             }
             for (k, v) in &headers {
                 b = b.header(k, v);
+            }
+            if let Some(t) = &tls {
+                b = b.tls(t.clone());
             }
             if let Some(c) = chunk {
                 b = b.chunk_size(c);
@@ -170,19 +191,25 @@ fn plan(args: &PutArgs) -> Result<Vec<(String, ferry_core::upload::UploadBuilder
             }
             (job.file.display().to_string(), b)
         })
-        .collect())
+        .collect();
+    Ok((uploads, empty))
 }
 
-/// Every regular file under `dir` (symlinks are not followed).
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+/// Every regular file under `dir` into `out`, and the folders without any into `empty`
+/// (symlinks are not followed).
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, empty: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let before = out.len();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            walk(&entry.path(), out)?;
+            walk(&entry.path(), out, empty)?;
         } else if ty.is_file() {
             out.push(entry.path());
         }
+    }
+    if out.len() == before && !empty.iter().any(|e| e.starts_with(dir)) {
+        empty.push(dir.to_path_buf());
     }
     Ok(())
 }

@@ -24,12 +24,23 @@ pub async fn run(args: SendArgs) -> u8 {
     let paths = args.paths.clone();
     let started = Instant::now();
     let shown = Arc::new(AtomicU64::new(0));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let share = tokio::task::spawn_blocking(move || {
         Share::build(&paths, &move |hashed, total| {
-            // A line at most every 5 % (stderr may be a file).
-            let pct = hashed * 20 / total.max(1);
-            if !quiet && shown.fetch_max(pct, Ordering::Relaxed) < pct {
-                eprintln!("ferry send: hashing {}%", pct * 5);
+            if quiet {
+                return;
+            }
+            // On a terminal one line counts up in place; in a file, a line every 25 %.
+            let steps = if terminal { 100 } else { 4 };
+            let step = hashed * steps / total.max(1);
+            if shown.fetch_max(step, Ordering::Relaxed) < step {
+                let pct = step * 100 / steps;
+                if terminal {
+                    let end = if step == steps { "\n" } else { "" };
+                    eprint!("\rferry send: hashing {pct}%{end}");
+                } else {
+                    eprintln!("ferry send: hashing {pct}%");
+                }
             }
         })
     })

@@ -1,4 +1,5 @@
-//! `ferry status`: prints what a resume journal holds (source, validators, done and missing).
+//! `ferry status`: prints what a resume journal holds (source, validators, done and missing),
+//! for one file or every partial download under a folder.
 
 use crate::cli::StatusArgs;
 use crate::outcome::{self, Command, Ending, exit_code};
@@ -10,16 +11,11 @@ use std::path::{Path, PathBuf};
 pub fn run(args: StatusArgs) -> u8 {
     let path = args.path;
     if path.is_dir() {
-        let mut journals: Vec<PathBuf> = match std::fs::read_dir(&path) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "ferry"))
-                .collect(),
-            Err(e) => {
-                eprintln!("ferry: cannot read {}: {e}", path.display());
-                return exit_code(Ending::Failed);
-            }
-        };
+        let mut journals = Vec::new();
+        if let Err(e) = find_journals(&path, &mut journals) {
+            eprintln!("ferry: cannot read {}: {e}", path.display());
+            return exit_code(Ending::Failed);
+        }
         journals.sort();
         if journals.is_empty() {
             println!("{}: no partial downloads", path.display());
@@ -38,6 +34,37 @@ pub fn run(args: StatusArgs) -> u8 {
     show(&target_of(&path))
 }
 
+/// Every download journal (`*.ferry` file) under `dir`, in subfolders too; symbolic links are
+/// not followed and unreadable subfolders are skipped.
+fn find_journals(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let Ok(ty) = entry.file_type() else { continue };
+        let p = entry.path();
+        if ty.is_dir() {
+            let _ = find_journals(&p, out);
+        } else if ty.is_file() && p.extension().is_some_and(|x| x == "ferry") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// A URL as shown: the value of a `token` query parameter (a ferry sender's secret) hidden.
+fn shown_url(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=…".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
 /// `x.iso.part` or `x.iso.ferry` → `x.iso`.
 fn target_of(path: &Path) -> PathBuf {
     let s = path.to_string_lossy();
@@ -54,9 +81,16 @@ fn show(target: &Path) -> u8 {
     let journal = match Journal::load(&jpath) {
         Ok(Some(j)) => j,
         Ok(None) => {
-            if target.exists() {
-                println!("{}: complete (no journal)", target.display());
+            if ferry_core::download::finished_by_ferry(target) {
+                println!("{}: complete (downloaded by ferry)", target.display());
                 return exit_code(Ending::Done);
+            }
+            if target.exists() {
+                eprintln!(
+                    "ferry: {}: not a ferry download (no journal, and ferry did not finish it)",
+                    target.display()
+                );
+                return exit_code(Ending::Failed);
             }
             eprintln!(
                 "ferry: {}: no download here (no {} journal)",
@@ -80,12 +114,13 @@ fn show(target: &Path) -> u8 {
     );
     for (i, u) in journal.urls.iter().enumerate() {
         println!(
-            "{}{u}",
+            "{}{}",
             if i == 0 {
                 "source:        "
             } else {
                 "mirror:        "
-            }
+            },
+            shown_url(u)
         );
     }
     match v.length {
@@ -129,4 +164,37 @@ fn show(target: &Path) -> u8 {
         httpdate::fmt_http_date(updated)
     );
     exit_code(Ending::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_in_a_url_is_hidden() {
+        assert_eq!(
+            shown_url("https://10.0.0.2:7000/f/0?token=s3cret&x=1"),
+            "https://10.0.0.2:7000/f/0?token=…&x=1"
+        );
+        assert_eq!(shown_url("http://h/f.bin"), "http://h/f.bin");
+    }
+
+    #[test]
+    fn journals_in_subfolders_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("a/b")).unwrap();
+        std::fs::write(dir.path().join("top.bin.ferry"), b"").unwrap();
+        std::fs::write(dir.path().join("a/b/deep.bin.ferry"), b"").unwrap();
+        std::fs::write(dir.path().join("a/other.txt"), b"").unwrap();
+        let mut found = Vec::new();
+        find_journals(dir.path(), &mut found).unwrap();
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                dir.path().join("a/b/deep.bin.ferry"),
+                dir.path().join("top.bin.ferry")
+            ]
+        );
+    }
 }

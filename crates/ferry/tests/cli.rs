@@ -487,6 +487,142 @@ fn https_via_rustls_with_certificate_verification() {
     assert!(!out.path().join("t.bin").exists());
 }
 
+/// A self-signed certificate such as `openssl req -x509` makes (a CA certificate used as the
+/// server's own): refused at once with one plain sentence and the way out, no retries and no
+/// TLS library log lines; trusted with `--cacert`, skipped with `--insecure`; `put` too.
+#[test]
+fn self_signed_certificate_cacert_and_insecure() {
+    let root = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "self.key",
+            "-out",
+            "self.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ])
+        .current_dir(certs.path())
+        .output()
+        .expect("openssl is installed");
+    assert!(o.status.success(), "{}", stderr(&o));
+    write_random_file(root.path().join("s.bin"), 3 * MIB + 1, 22).unwrap();
+    let port = ferry_testkit::util::free_port();
+    let c = certs.path().display();
+    let _nginx = Nginx::start_with(
+        root.path(),
+        NginxOptions {
+            extra_http: format!(
+                "server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {c}/self.pem; ssl_certificate_key {c}/self.key; root {}; }}",
+                root.path().display()
+            ),
+            ..Default::default()
+        },
+    );
+    ferry_testkit::util::wait_for_port(("127.0.0.1", port), Duration::from_secs(10)).unwrap();
+    let url = format!("https://localhost:{port}/s.bin");
+    let out = tempfile::tempdir().unwrap();
+    let cacert = certs.path().join("self.pem");
+
+    let o = run(&["get", "-q", "-o", "a.bin", &url], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("certificate is not trusted")
+            && err.contains("openssl req -x509")
+            && err.contains("--cacert FILE")
+            && err.contains("--insecure"),
+        "{err}"
+    );
+    assert!(!err.contains("rustls") && !err.contains('\x1b'), "{err}");
+    let o = run(&["get", "--json", "-o", "a.bin", &url], out.path());
+    assert_eq!(o.status.code(), Some(1));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(!events.contains("\"retry\""), "not retried: {events}");
+    assert!(!out.path().join("a.bin").exists());
+
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "2",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-o",
+            "a.bin",
+            &url,
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("s.bin"),
+        &out.path().join("a.bin")
+    ));
+    let o = run(
+        &["get", "-q", "--insecure", "-o", "b.bin", &url],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(
+        &root.path().join("s.bin"),
+        &out.path().join("b.bin")
+    ));
+    // The certificate names localhost and 127.0.0.1 only: another name is still refused.
+    let other = format!("https://127.0.0.2:{port}/s.bin");
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            "-o",
+            "c.bin",
+            &other,
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+
+    // put meets the same refusal before sending anything, and --cacert gets it past TLS
+    // (nginx is no tus server: the answer is then an HTTP error, not a certificate one).
+    let endpoint = format!("https://localhost:{port}/uploads/");
+    let file = root.path().join("s.bin");
+    let o = run(
+        &["put", "-q", file.to_str().unwrap(), &endpoint],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--cacert FILE"), "{}", stderr(&o));
+    let o = run(
+        &[
+            "put",
+            "-q",
+            "--retries",
+            "1",
+            "--cacert",
+            cacert.to_str().unwrap(),
+            file.to_str().unwrap(),
+            &endpoint,
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!stderr(&o).contains("certificate"), "{}", stderr(&o));
+}
+
 /// HTTP_PROXY routes requests through the proxy (here the fault server, which accepts
 /// absolute-form targets as a forward proxy would); NO_PROXY exempts a host.
 #[test]
@@ -530,4 +666,216 @@ fn http_proxy_and_no_proxy_are_honoured() {
         "the host does not resolve without the proxy"
     );
     assert_eq!(proxy.request_count(), before, "NO_PROXY bypassed the proxy");
+}
+
+/// A file of the right length that ferry did not make is neither trusted as finished nor
+/// touched; one ferry finished is recognised on a rerun.
+#[test]
+fn a_foreign_file_of_the_right_length_is_not_trusted() {
+    let data = random_bytes(100_000, 23);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let zeros = vec![0u8; data.len()];
+    std::fs::write(out.path().join("f.bin"), &zeros).unwrap();
+    let o = run(&["get", "-q", &srv.url("f.bin")], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == zeros);
+
+    let o = run(&["get", "-q", "--restart", &srv.url("f.bin")], out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == data);
+    let before = srv.request_count();
+    let o = run(&["get", "--json", &srv.url("f.bin")], out.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let events = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        events.contains("\"fetched\":0"),
+        "nothing fetched again: {events}"
+    );
+    assert!(srv.request_count() - before <= 1, "one probe only");
+}
+
+/// An unreachable host: retry lines name the URL (no empty name) without the HTTP stack's
+/// layers, and the end says the server never answered, not that a rerun resumes.
+#[test]
+fn an_unreachable_host_is_named_and_not_resumable() {
+    let out = tempfile::tempdir().unwrap();
+    let port = ferry_testkit::util::free_port();
+    let url = format!("http://127.0.0.1:{port}/f.bin");
+    let o = run(&["get", "--retries", "2", &url], out.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() >= 2, "{err}");
+    for retry in &lines[..lines.len() - 1] {
+        assert!(retry.starts_with(&format!("{url}: retry ")), "{err}");
+    }
+    let last = lines[lines.len() - 1];
+    assert!(
+        last.contains("no answer after") && last.contains("check the address"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("client error (Connect)") && !err.contains("resume"),
+        "{err}"
+    );
+}
+
+/// `-o` into a folder that does not exist is refused (no folders are made behind one's back).
+#[test]
+fn output_into_a_missing_folder_is_refused() {
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), random_bytes(1000, 24))],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let o = run(
+        &["get", "-q", "-o", "no/such/x.bin", &srv.url("f.bin")],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert!(!out.path().join("no").exists());
+    assert_eq!(srv.request_count(), 0, "refused before any request");
+}
+
+/// `ferry status` finds partial downloads in subfolders, and does not call a file ferry did
+/// not download complete.
+#[test]
+fn status_looks_into_subfolders_and_knows_foreign_files() {
+    let data = random_bytes(8 * MIB as usize, 25);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data)],
+        faults: Faults {
+            rate_per_conn: Some(MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(out.path().join("sub/deeper")).unwrap();
+    let mut child = ferry()
+        .args([
+            "get",
+            "-q",
+            "-x",
+            "1",
+            "-o",
+            "sub/deeper/f.bin",
+            &srv.url("f.bin"),
+        ])
+        .current_dir(out.path())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || srv
+        .body_bytes_sent()
+        >= MIB));
+    kill(&mut child, "-INT");
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    let st = run(&["status", "."], out.path());
+    assert!(st.status.success(), "{}", stderr(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.contains("sub/deeper/f.bin") && text.contains("partial"),
+        "{text}"
+    );
+
+    std::fs::write(out.path().join("mine.txt"), b"not from ferry").unwrap();
+    let st = run(&["status", "mine.txt"], out.path());
+    assert_eq!(st.status.code(), Some(1));
+    assert!(
+        stderr(&st).contains("not a ferry download"),
+        "{}",
+        stderr(&st)
+    );
+}
+
+/// Ctrl-C against a server without byte ranges does not promise a resume it cannot give.
+#[test]
+fn ctrl_c_without_ranges_says_a_rerun_starts_over() {
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), random_bytes(8 * MIB as usize, 26))],
+        faults: Faults {
+            no_ranges: true,
+            rate_per_conn: Some(MIB),
+            ..Default::default()
+        },
+    });
+    let out = tempfile::tempdir().unwrap();
+    let mut child = ferry()
+        .args(["get", "-o", "f.bin", &srv.url("f.bin")])
+        .current_dir(out.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(30), || srv
+        .body_bytes_sent()
+        >= MIB));
+    kill(&mut child, "-INT");
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("a rerun starts over"), "{err}");
+    assert!(!err.contains("Progress is saved"), "{err}");
+}
+
+/// After a checksum mismatch the data is kept as complete: a rerun with the right checksum
+/// verifies it without fetching it again.
+#[test]
+fn a_rerun_after_a_checksum_mismatch_fetches_nothing() {
+    let data = random_bytes(6 * MIB as usize, 27);
+    let srv = FaultServer::start_blocking(FaultConfig {
+        files: vec![("f.bin".into(), data.clone())],
+        faults: Faults::default(),
+    });
+    let out = tempfile::tempdir().unwrap();
+    let wrong = format!("sha-256={}", "0".repeat(64));
+    let o = run(
+        &[
+            "get",
+            "-q",
+            "-x",
+            "4",
+            "-o",
+            "f.bin",
+            "--checksum",
+            &wrong,
+            &srv.url("f.bin"),
+        ],
+        out.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    std::fs::write(out.path().join("copy.bin"), &data).unwrap();
+    let sum = Command::new("sha256sum")
+        .arg(out.path().join("copy.bin"))
+        .output()
+        .unwrap();
+    let hex = String::from_utf8_lossy(&sum.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let before = srv.body_bytes_sent();
+    let right = format!("sha-256={hex}");
+    let o = run(
+        &[
+            "get",
+            "--json",
+            "-x",
+            "4",
+            "-o",
+            "f.bin",
+            "--checksum",
+            &right,
+            &srv.url("f.bin"),
+        ],
+        out.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(out.path().join("f.bin")).unwrap() == data);
+    let fetched = srv.body_bytes_sent() - before;
+    assert!(fetched < 64 * 1024, "fetched {fetched} bytes again");
 }

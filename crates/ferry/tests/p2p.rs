@@ -293,6 +293,12 @@ fn damaged_tickets_and_unreachable_senders_are_clear_errors() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("cannot reach"), "{}", stderr(&o));
     assert_eq!(
+        stderr(&o).matches("cannot reach").count(),
+        1,
+        "said once: {}",
+        stderr(&o)
+    );
+    assert_eq!(
         std::fs::read_dir(out.path()).unwrap().count(),
         0,
         "no output"

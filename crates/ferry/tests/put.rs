@@ -113,8 +113,9 @@ fn one_and_four_connections_are_byte_identical() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(files_equal(&small, &env.served("small.txt")));
 
-    // The same name again is refused clearly, and replaced with --overwrite.
-    let o = env.run(&["-q", s(&small), &env.endpoint()]);
+    // Another file under the same name is refused clearly, and replaced with --overwrite.
+    let again = env.file("again/small.txt", 1500, 12);
+    let o = env.run(&["-q", s(&again), &env.endpoint()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--overwrite"), "{}", stderr(&o));
     let other = env.file("other/small.txt", 2000, 3);
@@ -385,4 +386,108 @@ fn a_full_server_disk_stops_clearly_and_resumes() {
         Some(24 * MIB),
         "no part is sent again: {start}"
     );
+}
+
+/// Options may sit anywhere, even between the files and the URL.
+#[test]
+fn options_between_the_files_and_the_url() {
+    let env = Env::start();
+    let small = env.file("between.txt", 3000, 11);
+    let o = env.run(&[s(&small), "-q", "--name", "moved.txt", &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(&small, &env.served("moved.txt")));
+    let o = env.run(&["-q", &env.endpoint()]);
+    assert_eq!(o.status.code(), Some(2), "a URL alone: {}", stderr(&o));
+    assert!(stderr(&o).contains("give the files"), "{}", stderr(&o));
+}
+
+/// A target that exists is refused before any byte is sent (not after the whole upload); a
+/// rerun of a finished upload (a folder upload stopped by Ctrl-C, say) has nothing to send and
+/// succeeds; the wrong URL (the server root) is named as not the tus endpoint.
+#[test]
+fn existing_targets_reruns_and_wrong_urls() {
+    let env = Env::start();
+    let proxy = FaultProxy::start_blocking(
+        format!("127.0.0.1:{}", env.srv.port()).parse().unwrap(),
+        ProxyFaults::default(),
+    );
+    let endpoint = proxy.url("/uploads/");
+    let a = env.file("tree/a.bin", 2 * MIB, 13);
+    let b = env.file("tree/sub/b.bin", 3, 14);
+    let tree = env.src.path().join("tree");
+    let o = env.run(&["-q", "-r", s(&tree), &endpoint]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(&a, &env.served("tree/a.bin")));
+    assert!(files_equal(&b, &env.served("tree/sub/b.bin")));
+
+    // The same command again: every file is there already, nothing is sent, exit 0.
+    let before = proxy.bytes_up();
+    let o = env.run(&["-r", s(&tree), &endpoint]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        proxy.bytes_up() - before < 64 * 1024,
+        "re-sent {} bytes",
+        proxy.bytes_up() - before
+    );
+
+    // Another file to an existing name: refused before its bytes go up, -x 4 as with -x 1.
+    let x = env.file("x.bin", 1000, 16);
+    let o = env.run(&["-q", s(&x), &endpoint]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let big = env.file("big/a.bin", 8 * MIB, 15);
+    let before = proxy.bytes_up();
+    let o = env.run(&["-q", "-x", "4", "--name", "x.bin", s(&big), &endpoint]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("already exists") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert!(
+        proxy.bytes_up() - before < 64 * 1024,
+        "sent {} bytes before the refusal",
+        proxy.bytes_up() - before
+    );
+    assert!(files_equal(&x, &env.served("x.bin")));
+    let o = env.run(&["-q", "--overwrite", "--name", "x.bin", s(&big), &endpoint]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(files_equal(&big, &env.served("x.bin")));
+
+    // The server root is no tus endpoint: say so (and no warning about concatenation).
+    let root = proxy.url("/");
+    let o = env.run(&["-x", "4", s(&b), &root]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("not a tus upload endpoint") && err.contains("/uploads/"),
+        "{err}"
+    );
+    assert!(!err.contains("concatenation"), "{err}");
+}
+
+/// A fresh small upload does not claim to resume; `-r` says which empty folders it skips.
+#[test]
+fn small_uploads_and_empty_folders_are_reported_truthfully() {
+    let env = Env::start();
+    let tiny = env.file("t/tiny.txt", 3, 17);
+    std::fs::create_dir_all(env.src.path().join("t/empty/deeper")).unwrap();
+    let o = env.run(&["--json", s(&tiny), &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        start_event(&o)["resumed"],
+        0,
+        "a fresh upload resumes nothing"
+    );
+    let o = env.run(&["-r", s(&env.src.path().join("t")), &env.endpoint()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("empty/deeper: an empty folder, skipped"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("t/empty: an empty"),
+        "only the deepest: {err}"
+    );
+    assert!(files_equal(&tiny, &env.served("t/tiny.txt")));
 }

@@ -65,7 +65,7 @@ impl Download {
         let fatal = matches!(failure, Some(Failure::Fatal(_) | Failure::Changed(_)));
         if !complete || fatal {
             save_checkpoint(shared, journal).await?;
-            return Err(self.stopped_because(failure, cancel));
+            return Err(self.stopped_because(failure, cancel, shared.ranged));
         }
         let bytes = match (total, eof) {
             (Some(t), _) => t,
@@ -77,6 +77,9 @@ impl Download {
         };
         part.sync().await?;
         drop(part);
+        // The journal records the whole file before verification: after a checksum mismatch,
+        // a rerun with the right checksum verifies the data kept without fetching it again.
+        save_checkpoint(shared, journal).await?;
         s.events.emit(Event::Verifying {
             file: target.display.clone(),
         });
@@ -86,6 +89,11 @@ impl Download {
         if let Some(h) = &s.pieces {
             verified.push(format!("blake3 ({} pieces)", h.hashes.len()));
         }
+        let made = crate::journal::Validators {
+            length: Some(bytes),
+            ..shared.validators.clone()
+        };
+        super::finished_mark::set(&target.part_path, &made);
         finalize(&target.part_path, &target.dest)?;
         Journal::remove(&target.journal_path)?;
         let fetched = shared.fetched.load(Ordering::Relaxed);
@@ -106,7 +114,12 @@ impl Download {
     }
 
     /// Why an incomplete download stopped, from the failure the connections recorded.
-    fn stopped_because(&self, failure: Option<Failure>, cancel: &CancellationToken) -> RunError {
+    fn stopped_because(
+        &self,
+        failure: Option<Failure>,
+        cancel: &CancellationToken,
+        ranged: bool,
+    ) -> RunError {
         match failure {
             Some(Failure::Changed(d)) => RunError::Changed(d),
             Some(Failure::Fatal(e)) => RunError::Fatal(e),
@@ -115,6 +128,9 @@ impl Download {
                 attempts: self.cfg.settings.retry.max_attempts,
                 last: reason,
             }),
+            None if cancel.is_cancelled() && !ranged => {
+                RunError::Fatal(Error::CancelledWithoutResume)
+            }
             None if cancel.is_cancelled() => RunError::Fatal(Error::Cancelled),
             None => RunError::Fatal(Error::Network {
                 url: self.cfg.urls[0].to_string(),

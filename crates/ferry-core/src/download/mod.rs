@@ -18,6 +18,7 @@ mod checkpoint;
 mod client_pool;
 mod config;
 mod finish;
+mod finished_mark;
 mod piece_checks;
 mod probe;
 mod resume;
@@ -25,6 +26,12 @@ mod shared;
 mod worker;
 
 pub use config::{DownloadBuilder, Output};
+
+/// Whether `path` is a file ferry finished downloading (it carries ferry's mark), as opposed
+/// to one that merely sits where a download would go.
+pub fn finished_by_ferry(path: &Path) -> bool {
+    finished_mark::present(path)
+}
 
 use crate::error::Error;
 use crate::events::Event;
@@ -311,8 +318,11 @@ impl Download {
         restart: bool,
     ) -> Result<Settled, RunError> {
         let s = &self.cfg.settings;
+        let verifiable = !s.checksums.is_empty() || s.pieces.is_some();
         let disk = OnDisk {
             part_exists: journal.is_some() && target.part_path.exists(),
+            dest_trusted: journal.is_none()
+                && (verifiable || finished_mark::vouches_for(&target.dest, &probe.validators)),
             dest_len: match &journal {
                 Some(_) => None,
                 None if !restart && target.dest.exists() => Some(

@@ -60,11 +60,13 @@ pub(crate) async fn verify_pieces(shared: &Shared, ready: Vec<usize>) -> Result<
                     range.start,
                     range.end - 1
                 );
-                shared.events().emit(Event::Warning {
-                    file: shared.display.clone(),
-                    message: format!("dropped {}: it {why}", redact(&src.url)),
-                });
-                src.disable(why);
+                let message = format!("dropped {}: it {why}", redact(&src.url));
+                if src.disable(why) {
+                    shared.events().emit(Event::Warning {
+                        file: shared.display.clone(),
+                        message,
+                    });
+                }
             }
         }
         shared.notify.notify_waiters();

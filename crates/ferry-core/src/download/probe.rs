@@ -49,6 +49,15 @@ pub(crate) fn probe_request(journal: Option<&Journal>, probe_size: u64) -> Probe
             Some((s, Some(e))),
             j.validators.if_range().map(str::to_string),
         ),
+        // Every byte is there (kept after a failed verification): the last byte is enough to
+        // learn that the remote file is still the same.
+        (Some(j), None) if j.validators.length.is_some_and(|l| l > 0) => {
+            let len = j.validators.length.unwrap_or(1);
+            (
+                Some((len - 1, Some(len))),
+                j.validators.if_range().map(str::to_string),
+            )
+        }
         _ => (Some((0, Some(probe_size))), None),
     }
 }
@@ -67,12 +76,19 @@ pub(crate) async fn probe(
     let s = &cfg.settings;
     let client = clients.get(0)?;
     let mut failures = 0u32;
+    // Whether any attempt got an answer from a server (else it is unreachable).
+    let mut answered = false;
     loop {
         let si = failures as usize % sources.len();
         let src = &sources[si];
         let attempt = tokio::select! {
             r = src.get(&client, range, if_range) => r,
             _ = cancel.cancelled() => return Err(Error::Cancelled.into()),
+        };
+        answered |= match &attempt {
+            Ok(_) => true,
+            Err(Failure::Transient { reason, .. }) => source::is_answer(reason),
+            Err(_) => true,
         };
         let failure = match attempt {
             Ok(resp) => match interpret_probe(resp, si, range) {
@@ -98,6 +114,14 @@ pub(crate) async fn probe(
                 retry_after,
             } => {
                 failures += 1;
+                if failures > s.retry.max_attempts && !answered {
+                    return Err(Error::Unreachable {
+                        url: src.url.to_string(),
+                        attempts: failures,
+                        last: reason,
+                    }
+                    .into());
+                }
                 if failures > s.retry.max_attempts {
                     return Err(Error::RetriesExhausted {
                         url: src.url.to_string(),

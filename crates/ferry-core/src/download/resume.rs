@@ -30,6 +30,10 @@ pub(crate) struct OnDisk {
     pub(crate) part_exists: bool,
     /// The length of `<name>` itself, when it exists.
     pub(crate) dest_len: Option<u64>,
+    /// `<name>` can be trusted to be this download if its length is right: ferry marked it
+    /// when it finished downloading this remote file, or the download can verify it (a
+    /// checksum or piece hashes). Any other file is not ferry's to trust or touch.
+    pub(crate) dest_trusted: bool,
 }
 
 /// What to do with earlier progress.
@@ -41,7 +45,8 @@ pub(crate) enum Decision {
     Resume,
     /// The journal cannot be continued: start from zero (with a warning saying why).
     Restart(RestartReason),
-    /// The file is there already, complete (same length, no journal): nothing to fetch.
+    /// The file is there already, complete (same length, no journal, and ferry's or
+    /// verifiable): nothing to fetch.
     AlreadyComplete {
         /// Its length.
         bytes: u64,
@@ -72,7 +77,7 @@ pub(crate) enum Refusal {
         /// What changed.
         detail: String,
     },
-    /// A finished file of another length is in the way.
+    /// A file of another length, or one ferry did not make and cannot verify, is in the way.
     Exists,
 }
 
@@ -88,7 +93,7 @@ pub(crate) fn decide(
         return match disk.dest_len {
             Some(len) if !options.restart => {
                 // Complete already? Same length and no journal: a rerun of a finished command.
-                if probe.validators.length == Some(len) {
+                if probe.validators.length == Some(len) && disk.dest_trusted {
                     Decision::AlreadyComplete { bytes: len }
                 } else {
                     Decision::Refuse(Refusal::Exists)
@@ -173,10 +178,12 @@ mod tests {
     const PART: OnDisk = OnDisk {
         part_exists: true,
         dest_len: None,
+        dest_trusted: false,
     };
     const NOTHING: OnDisk = OnDisk {
         part_exists: false,
         dest_len: None,
+        dest_trusted: false,
     };
 
     #[test]
@@ -242,6 +249,7 @@ mod tests {
         let same = OnDisk {
             part_exists: false,
             dest_len: Some(100),
+            dest_trusted: true,
         };
         assert_eq!(
             run(None, &validators(100, "\"a\""), true, false, same),
@@ -250,9 +258,19 @@ mod tests {
         let other = OnDisk {
             part_exists: false,
             dest_len: Some(99),
+            dest_trusted: true,
         };
         assert_eq!(
             run(None, &validators(100, "\"a\""), true, false, other),
+            Decision::Refuse(Refusal::Exists)
+        );
+        // A file of the right length that ferry did not make is not trusted (nor touched).
+        let foreign = OnDisk {
+            dest_trusted: false,
+            ..same
+        };
+        assert_eq!(
+            run(None, &validators(100, "\"a\""), true, false, foreign),
             Decision::Refuse(Refusal::Exists)
         );
         let unknown = Validators::default();

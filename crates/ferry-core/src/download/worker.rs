@@ -336,16 +336,15 @@ fn check_response(
         if source == 0 || shared.sources.len() == 1 {
             return Err(Failure::Changed(detail));
         }
-        // A mirror that serves something else is dropped; the others carry on.
+        // A mirror that serves something else is dropped (and reported once, whichever
+        // connection saw it first); the others carry on.
         let first = shared.sources[0].url.to_string();
-        shared.events().emit(Event::Warning {
-            file: shared.display.clone(),
-            message: format!(
-                "dropping mirror {}: it does not serve the same file as {first} ({detail})",
-                src.url
-            ),
-        });
-        src.disable(detail.clone());
+        if src.disable(detail.clone()) {
+            shared.events().emit(Event::Warning {
+                file: shared.display.clone(),
+                message: format!("dropping mirror {}: {detail}", src.url),
+            });
+        }
         if shared.sources.iter().all(|s| s.disabled().is_some()) {
             return Err(Failure::Fatal(Error::MirrorMismatch {
                 first,

@@ -7,7 +7,7 @@ use super::tus::{self, TusClient};
 use crate::error::Error;
 use crate::events::EventSink;
 use crate::limits::{RateLimiter, RetryPolicy};
-use crate::source::{ClientOptions, build_client};
+use crate::source::{ClientOptions, CustomTls, build_client};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,6 +32,7 @@ pub(crate) struct Config {
     pub(crate) journal_dir: Option<PathBuf>,
     pub(crate) stall_timeout: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) tls: Option<CustomTls>,
 }
 
 /// Builds an [`Upload`].
@@ -60,6 +61,7 @@ impl UploadBuilder {
                 journal_dir: None,
                 stall_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(15),
+                tls: None,
             },
         }
     }
@@ -131,6 +133,12 @@ impl UploadBuilder {
         self
     }
 
+    /// TLS settings replacing the system trust store (e.g. [`crate::tls::trust_ca_file`]).
+    pub fn tls(mut self, tls: CustomTls) -> Self {
+        self.cfg.tls = Some(tls);
+        self
+    }
+
     /// Checks the endpoint (an http or https URL) and the headers, and returns the upload.
     pub fn build(self) -> Result<Upload, Error> {
         let endpoint = Url::parse(&self.cfg.endpoint).map_err(|source| Error::InvalidUrl {
@@ -173,6 +181,7 @@ impl Config {
         }
         let client = build_client(&ClientOptions {
             connect_timeout: self.connect_timeout,
+            tls: self.tls.clone(),
             ..Default::default()
         })?;
         Ok(TusClient {
@@ -194,6 +203,16 @@ impl Config {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .ok_or_else(|| Error::Usage(format!("{} has no file name", self.file.display())))
+    }
+
+    /// Where the server puts the finished upload stored as `remote`, relative to its folder:
+    /// the `path` metadata (with -r), else the `filename` (a name's last segment).
+    pub(crate) fn landing(&self, remote: &str) -> String {
+        if self.remote_path.is_some() {
+            remote.to_owned()
+        } else {
+            remote.rsplit('/').next().unwrap_or(remote).to_owned()
+        }
     }
 
     /// The `Upload-Metadata` of the upload stored as `remote`.

@@ -45,6 +45,9 @@ pub struct UploadJournal {
     pub parts: Vec<Part>,
     /// The final (concatenated) upload, once created.
     pub final_url: Option<String>,
+    /// The upload is complete: a rerun of the same command has nothing to send.
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// Identity of a local file at one moment: size, mtime and a fingerprint of its content.
@@ -110,6 +113,7 @@ impl UploadJournal {
             remote: remote.to_owned(),
             parts: Vec::new(),
             final_url: None,
+            finished: false,
         }
     }
 
@@ -254,6 +258,7 @@ mod tests {
                                 .into_iter()
                                 .map(|(url, start, end)| Part { url, start, end })
                                 .collect(),
+                            finished: final_url.is_some(),
                             final_url,
                         }
                     },

@@ -113,12 +113,21 @@ impl Upload {
         let mut journal = self
             .earlier_run(&tus, &journal_path, &file, &identity, &remote, &display)
             .await;
+        if journal.finished {
+            // The same file went up to the same name in an earlier run: nothing to send,
+            // unless the server no longer has it.
+            if tus.target_exists(&self.cfg.landing(&remote)).await != Some(false) {
+                return Ok(self.nothing_to_send(&journal, display, started));
+            }
+            journal::remove(&journal_path);
+            journal = UploadJournal::new(self.endpoint.as_str(), &file, &identity, &remote);
+        }
         let resuming = !journal.parts.is_empty();
-
-        if self.cfg.connections > 1 && !caps.has("concatenation") && !resuming {
-            self.cfg.events.emit(Event::Warning {
-                file: display.clone(),
-                message: "the server does not support concatenation (parallel uploads); sending over one connection".into(),
+        let landing = self.cfg.landing(&remote);
+        if !resuming && !self.cfg.overwrite && tus.target_exists(&landing).await == Some(true) {
+            // Refused before sending anything (the server would refuse the finished upload).
+            return Err(Error::Exists {
+                path: PathBuf::from(landing),
             });
         }
         let metadata = self.cfg.metadata(&remote);
@@ -134,6 +143,12 @@ impl Upload {
                 plan::create_parts(requests, &tus, &caps, &file, size, &metadata, &mut journal)
                     .await?;
             journal::save(&journal_path, &journal)?;
+            if self.cfg.connections > 1 && !caps.has("concatenation") {
+                self.cfg.events.emit(Event::Warning {
+                    file: display.clone(),
+                    message: "the server does not support concatenation (parallel uploads); sending over one connection".into(),
+                });
+            }
             Some(created)
         };
 
@@ -157,10 +172,12 @@ impl Upload {
             cancel: cancel.child_token(),
         });
 
+        // Bytes sent with the creation request are this run's, not resumed ones.
+        let presend = created.as_ref().map_or(0, |c| c.presend);
         let offsets = shared
             .offsets(&parts, created.and_then(|c| c.first_offset))
             .await?;
-        let resumed: u64 = offsets.iter().sum();
+        let resumed: u64 = offsets.iter().sum::<u64>().saturating_sub(presend);
         self.cfg.events.emit(Event::Start {
             url: self.endpoint.to_string(),
             file: display.clone(),
@@ -177,7 +194,14 @@ impl Upload {
         } else {
             parts[0].url.clone()
         };
-        journal::remove(&journal_path);
+        // Kept as finished: a rerun of the same command (after Ctrl-C in a folder upload, say)
+        // has nothing to send for this file instead of meeting "already exists".
+        {
+            let mut j = shared.journal.lock().expect("journal lock");
+            j.finished = true;
+            j.final_url = Some(url.clone());
+            journal::save(&journal_path, &j)?;
+        }
         let sent = shared.sent.load(Ordering::Relaxed);
         let secs = started.elapsed().as_secs_f64();
         self.cfg.events.emit(Event::Done {
@@ -198,6 +222,35 @@ impl Upload {
             secs,
             checksum: shared.algo.map(Algorithm::tus_name),
         })
+    }
+
+    /// The outcome of a rerun after the upload finished: a `Done` event, nothing sent.
+    fn nothing_to_send(
+        &self,
+        journal: &UploadJournal,
+        display: String,
+        started: Instant,
+    ) -> UploadOutcome {
+        let secs = started.elapsed().as_secs_f64();
+        self.cfg.events.emit(Event::Done {
+            file: display,
+            bytes: journal.size,
+            fetched: 0,
+            secs,
+            verified: Vec::new(),
+        });
+        UploadOutcome {
+            url: journal
+                .final_url
+                .clone()
+                .or_else(|| journal.parts.first().map(|p| p.url.clone()))
+                .unwrap_or_default(),
+            bytes: journal.size,
+            resumed: journal.size,
+            sent: 0,
+            secs,
+            checksum: None,
+        }
     }
 
     /// Bytes per PATCH: as configured, else a sixteenth of the longest part, between 1 and
@@ -227,19 +280,31 @@ impl Upload {
         display: &str,
     ) -> UploadJournal {
         match journal::load(journal_path) {
-            Some(j) if j.same_file(identity) && j.remote == remote && !j.parts.is_empty() => j,
+            Some(j) if j.same_file(identity) && j.remote == remote && !j.parts.is_empty() => {
+                if j.finished && self.cfg.overwrite {
+                    // --overwrite sends it again.
+                    journal::remove(journal_path);
+                    return UploadJournal::new(self.endpoint.as_str(), file, identity, remote);
+                }
+                j
+            }
             Some(old) => {
-                if !old.same_file(identity) {
+                if !old.same_file(identity) && !old.finished {
                     self.cfg.events.emit(Event::Warning {
                         file: display.to_owned(),
                         message: "the file changed since its upload began; starting again".into(),
                     });
                 }
-                for p in old
-                    .parts
+                // A finished upload is the server's file now: not ours to terminate.
+                let unfinished = if old.finished {
+                    &[][..]
+                } else {
+                    &old.parts[..]
+                };
+                for p in unfinished
                     .iter()
                     .map(|p| p.url.as_str())
-                    .chain(old.final_url.as_deref())
+                    .chain(old.final_url.as_deref().filter(|_| !old.finished))
                 {
                     if let Ok(u) = Url::parse(p) {
                         let _ = tus.terminate(&u).await;

@@ -51,6 +51,9 @@ where
         match r {
             Ok(t) => return Ok(Some(t)),
             Err(TusFailure::Gone { .. }) => return Ok(None),
+            Err(TusFailure::Untrusted { url, reason }) => {
+                return Err(Error::Certificate { url, reason });
+            }
             Err(TusFailure::Fatal { status, detail }) => {
                 return Err(fatal(&cfg.endpoint, status, detail));
             }

@@ -72,6 +72,9 @@ impl Shared {
             };
             match failure {
                 TusFailure::Fatal { status, detail } => return Err(fatal_at(&url, status, detail)),
+                TusFailure::Untrusted { url, reason } => {
+                    return Err(Error::Certificate { url, reason });
+                }
                 TusFailure::Gone { .. } if recreated < 2 => {
                     recreated += 1;
                     self.recreate(i).await?;

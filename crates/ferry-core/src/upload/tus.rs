@@ -112,6 +112,13 @@ pub enum TusFailure {
         /// What the server said.
         detail: String,
     },
+    /// The server's TLS certificate is not trusted: retrying cannot help.
+    Untrusted {
+        /// The URL asked.
+        url: String,
+        /// Why the certificate was refused, in plain words.
+        reason: String,
+    },
     /// Retrying cannot help (401, 403, 409 at creation, 413, 400…).
     Fatal {
         /// The HTTP status, when there was an answer.
@@ -142,6 +149,12 @@ pub struct RemoteState {
 }
 
 fn network(url: &str, e: &reqwest::Error) -> TusFailure {
+    if let Some(reason) = crate::tls::certificate_problem(e) {
+        return TusFailure::Untrusted {
+            url: url.to_owned(),
+            reason,
+        };
+    }
     TusFailure::Transient {
         detail: format!("{url}: {}", describe(e)),
         retry_after: None,
@@ -178,6 +191,9 @@ async fn classify(url: &str, res: reqwest::Response, creating: bool) -> TusFailu
         },
         s => {
             let hint = match s {
+                404 | 405 => {
+                    "; this URL is not a tus upload endpoint (the one of `ferry serve` is /uploads/)"
+                }
                 401 => "; check the token",
                 409 => "; it exists on the server",
                 413 => "; the server does not accept a file this large",
@@ -227,6 +243,42 @@ impl TusClient {
             });
         }
         Ok(Capabilities::from_headers(res.headers()))
+    }
+
+    /// Where a file uploaded as `remote` lands, when the endpoint follows `ferry serve`'s
+    /// layout (`…/uploads/` beside `…/files/<path>`); `None` for other endpoints.
+    pub fn landing_url(&self, remote: &str) -> Option<Url> {
+        let path = self.endpoint.path();
+        if !(path.ends_with("/uploads/") || path.ends_with("/uploads")) {
+            return None;
+        }
+        let encoded: Vec<String> = remote
+            .split('/')
+            .map(|s| {
+                percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string()
+            })
+            .collect();
+        let base = self.endpoint.join("./").ok()?;
+        base.join(&format!("../files/{}", encoded.join("/"))).ok()
+    }
+
+    /// Whether the server already has a file at `remote`'s landing place: `Some(true)` when a
+    /// HEAD of it answers 2xx, `Some(false)` on 404, `None` when that cannot be told.
+    pub async fn target_exists(&self, remote: &str) -> Option<bool> {
+        let url = self.landing_url(remote)?;
+        let res = self
+            .client
+            .head(url)
+            .headers(self.headers.clone())
+            .send()
+            .await
+            .ok()?;
+        match res.status().as_u16() {
+            200..=299 => Some(true),
+            404 => Some(false),
+            _ => None,
+        }
     }
 
     /// POST: creates an upload. `concat` is an `Upload-Concat` value; `body` the first bytes
