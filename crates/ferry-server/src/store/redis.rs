@@ -268,11 +268,17 @@ impl Shared {
     }
 }
 
-/// Runs one Redis call through `shared`'s error mapping.
+/// Runs one Redis call through `shared`'s error mapping. A call refused a connection (it never
+/// reached Redis) is made once more: the first call after an outage finds the connection
+/// manager's failed attempt, and the second its fresh reconnection.
 macro_rules! call {
     ($shared:expr, $fut:expr) => {
         match $fut.await {
             Ok(v) => Ok($shared.ok(v)),
+            Err(e) if e.is_connection_refusal() => match $fut.await {
+                Ok(v) => Ok($shared.ok(v)),
+                Err(e) => Err($shared.fail(e)),
+            },
             Err(e) => Err($shared.fail(e)),
         }
     };
