@@ -328,6 +328,9 @@ async fn metrics(State(s): State<Arc<FilesState>>) -> Response {
             s.metrics.render(active),
         )
             .into_response(),
+        Err(e @ StoreError::Unavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
