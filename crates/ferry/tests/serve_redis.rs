@@ -127,6 +127,26 @@ impl Cluster {
         header(&r, "upload-offset").parse().unwrap()
     }
 
+    /// HEADs `url` every 50 ms while it answers 503 (Redis on its way back), for at most 15 s;
+    /// returns the first other answer, which must be `expected`.
+    async fn head_after_outage(
+        &self,
+        srv: &FerryServe,
+        url: &str,
+        expected: StatusCode,
+    ) -> Response {
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            let r = self.req(srv, ANN, Method::HEAD, url).send().await.unwrap();
+            if r.status() != StatusCode::SERVICE_UNAVAILABLE {
+                assert_eq!(r.status(), expected, "{}", self.logs());
+                return r;
+            }
+            assert!(Instant::now() < end, "no recovery\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     fn staged_len(&self, url: &str) -> Option<u64> {
         let id = url.rsplit('/').next().unwrap();
         std::fs::metadata(self.dir.join(".ferry/uploads").join(id))
@@ -430,17 +450,8 @@ async fn redis_stopped_and_restarted_mid_run_loses_no_byte() {
         c.logs()
     );
     c.redis.restart();
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = c.req(&c.b, ANN, Method::HEAD, &url).send().await.unwrap();
-        if r.status() == StatusCode::OK {
-            assert_eq!(header(&r, "upload-offset"), MIB.to_string());
-            break;
-        }
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(Instant::now() < end, "no recovery\n{}", c.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let r = c.head_after_outage(&c.b, &url, StatusCode::OK).await;
+    assert_eq!(header(&r, "upload-offset"), MIB.to_string());
     let r = c.patch(&c.b, ANN, &url, MIB, &data[MIB..]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
     assert!(std::fs::read(c.dir.join("r.bin")).unwrap() == data);
@@ -448,16 +459,7 @@ async fn redis_stopped_and_restarted_mid_run_loses_no_byte() {
     let url = c.create(&c.a, ANN, data.len(), "gone.bin").await;
     c.redis.kill();
     c.redis.restart();
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        let r = c.req(&c.a, ANN, Method::HEAD, &url).send().await.unwrap();
-        if r.status() == StatusCode::NOT_FOUND {
-            break;
-        }
-        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert!(Instant::now() < end, "no recovery\n{}", c.logs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    c.head_after_outage(&c.a, &url, StatusCode::NOT_FOUND).await;
     assert!(
         std::fs::read(c.dir.join("r.bin")).unwrap() == data,
         "landed files stay"
