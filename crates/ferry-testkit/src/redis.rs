@@ -10,13 +10,15 @@
 //! redis.restart(); // same port; the data is gone (no persistence) unless saved
 //! ```
 //!
+//! [`Redis::start_tls_or_skip`] starts one that speaks only TLS (`rediss://`).
+//!
 //! The binary is `$FERRY_REDIS`, else `redis-server` on `PATH` (Debian package `redis-server`,
 //! installed by `scripts/test.sh`). Without it, [`Redis::start_or_skip`] fails the test under
 //! `CI=true` and otherwise prints why it skips.
 
 use crate::util::spawn_server;
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ pub struct Redis {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// TLS only: the certificate and key files (PEM) it serves with.
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// The redis-server binary: `$FERRY_REDIS`, or `redis-server` found on `PATH`.
@@ -60,6 +64,22 @@ impl Redis {
     /// Starts `bin` on a free port of 127.0.0.1 (no persistence: a restart starts empty unless
     /// [`Redis::save`] wrote a dump first).
     pub fn start_with(bin: PathBuf) -> Redis {
+        Redis::spawn(bin, None)
+    }
+
+    /// Like [`Redis::start_or_skip`], but the port speaks only TLS (`rediss://`), with the
+    /// certificate chain `cert` and its key `key` (PEM files); clients are not asked for one.
+    pub fn start_tls_or_skip(cert: &Path, key: &Path) -> Option<Redis> {
+        let plain = Redis::start_or_skip()?;
+        let bin = plain.bin.clone();
+        drop(plain);
+        Some(Redis::spawn(
+            bin,
+            Some((cert.to_path_buf(), key.to_path_buf())),
+        ))
+    }
+
+    fn spawn(bin: PathBuf, tls: Option<(PathBuf, PathBuf)>) -> Redis {
         let dir = tempfile::Builder::new()
             .prefix("ferry-redis-")
             .tempdir()
@@ -69,6 +89,7 @@ impl Redis {
             child: None,
             port: 0,
             dir,
+            tls,
         };
         let spawned = spawn_server("redis-server", |port| redis.command(port), || redis.log());
         redis.port = spawned.port;
@@ -80,9 +101,17 @@ impl Redis {
         let log = self.dir.path().join("redis.log");
         let _ = File::options().create(true).append(true).open(&log);
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        match &self.tls {
+            None => cmd.arg("--port").arg(port.to_string()),
+            Some((cert, key)) => cmd
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key)
+                .args(["--tls-auth-clients", "no"]),
+        };
+        cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
@@ -104,9 +133,12 @@ impl Redis {
         self.port
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0`, or `rediss://localhost:PORT/0` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match self.tls {
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+            Some(_) => format!("rediss://localhost:{}/0", self.port),
+        }
     }
 
     /// The server's PID, while it runs.
@@ -121,7 +153,7 @@ impl Redis {
     }
 
     /// Runs `redis-cli -p PORT WORDS…` (next to the server binary, else on `PATH`) and returns
-    /// its output, trimmed: for checks from a test.
+    /// its output, trimmed: for checks from a test (plain servers, not TLS ones).
     pub fn cli(&self, words: &[&str]) -> String {
         let beside = self.bin.with_file_name("redis-cli");
         let cli = if beside.is_file() {

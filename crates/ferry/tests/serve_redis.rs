@@ -4,7 +4,7 @@
 //! killed with -9; ownership and reservations seen by both; Redis stopped and restarted mid-run
 //! (503 with Retry-After, then recovery without a lost byte); a request for an upload whose
 //! lock is held elsewhere takes it over (about a second from a live holder, within the lease
-//! from a dead one).
+//! from a dead one); `rediss://` to a Redis whose certificate comes from a private CA.
 //!
 //! redis-server, nginx and the Node tus peers come from scripts/test.sh; a missing
 //! redis-server or Node peer skips with a message, except under `CI=true`, where it fails.
@@ -522,4 +522,160 @@ async fn a_dead_holders_lock_is_taken_over_within_the_lease() {
         "took {took:?}: more than the 10 s lease"
     );
     assert!(std::fs::read(c.dir.join("d.bin")).unwrap() == data);
+}
+
+/// A CA and a certificate for `localhost` signed by it, made with the openssl command (PEM
+/// files in `dir`): returns (ca, cert, key), or None when openssl is missing (a failure under
+/// CI=true: scripts/test.sh installs it).
+fn private_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let openssl = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+    };
+    if openssl(&["version"]).is_err() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "no openssl");
+        eprintln!("SKIPPED: no openssl to make a test CA");
+        return None;
+    }
+    std::fs::write(
+        dir.join("leaf.cnf"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferry test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ][..],
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "leaf.cnf",
+        ],
+    ] {
+        let o = openssl(args).unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    Some((
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    ))
+}
+
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some((ca, cert, key)) = private_ca(certs.path()) else {
+        return;
+    };
+    let Some(redis) = Redis::start_tls_or_skip(&cert, &key) else {
+        return;
+    };
+    let served = tempfile::tempdir().unwrap();
+    let url = redis.url();
+    assert!(url.starts_with("rediss://localhost:"), "{url}");
+    // rustls trusts the system's roots, and SSL_CERT_FILE names more.
+    let srv = FerryServe::start_with_env(
+        env!("CARGO_BIN_EXE_ferry"),
+        served.path(),
+        &["--token", ANN, "--store", &url],
+        &[("SSL_CERT_FILE", ca.to_str().unwrap())],
+    );
+    let client = reqwest::Client::new();
+    let data = random_bytes(MIB, 57);
+    let r = client
+        .post(srv.url("/uploads/"))
+        .bearer_auth(ANN)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Length", data.len().to_string())
+        .header("Upload-Metadata", metadata(&[("filename", "tls.bin")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "{}\n{}",
+        text(r).await,
+        srv.log()
+    );
+    let upload = header(&r, "location");
+    let r = client
+        .patch(srv.url(&upload))
+        .bearer_auth(ANN)
+        .header("Tus-Resumable", "1.0.0")
+        .header("Upload-Offset", "0")
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    assert!(std::fs::read(served.path().join("tls.bin")).unwrap() == data);
+    // Without the CA the certificate is refused: uploads answer 503, no plaintext fallback.
+    let untrusting = FerryServe::start(
+        env!("CARGO_BIN_EXE_ferry"),
+        served.path(),
+        &["--token", ANN, "--store", &url],
+    );
+    let r = client
+        .head(untrusting.url(&upload))
+        .bearer_auth(ANN)
+        .header("Tus-Resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        untrusting.log().contains("certificate"),
+        "{}",
+        untrusting.log()
+    );
 }

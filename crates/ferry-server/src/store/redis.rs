@@ -240,7 +240,7 @@ impl Shared {
     fn fail(&self, e: RedisError) -> StoreError {
         if unreachable(&e) {
             if !self.down.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
+                tracing::error!(
                     "Redis at {} is unreachable ({e}); requests that need upload state answer 503 until it is back",
                     self.location
                 );
@@ -254,7 +254,7 @@ impl Shared {
     /// Notes a successful call (one log line when Redis is back).
     fn ok<T>(&self, value: T) -> T {
         if self.down.load(Ordering::Relaxed) && self.down.swap(false, Ordering::Relaxed) {
-            tracing::info!("Redis at {} is reachable again", self.location);
+            tracing::warn!("Redis at {} is reachable again", self.location);
         }
         value
     }
