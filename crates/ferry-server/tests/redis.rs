@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const LEASE: Duration = Duration::from_secs(1);
 
 fn store(redis: &Redis) -> RedisStore {
-    RedisStore::open(&redis.url()).unwrap().with_lease(LEASE)
+    RedisStore::open_with_lease(&redis.url(), LEASE).unwrap()
 }
 
 fn record(id: &str) -> UploadRecord {
@@ -88,7 +88,7 @@ async fn a_dead_holders_lease_runs_out() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let dead = RedisStore::open(&url).unwrap().with_lease(LEASE);
+            let dead = RedisStore::open_with_lease(&url, LEASE).unwrap();
             std::mem::forget(dead.try_lock("u").await.unwrap().expect("free"));
         });
     })

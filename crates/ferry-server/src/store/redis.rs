@@ -186,9 +186,16 @@ fn unreachable(e: &RedisError) -> bool {
 }
 
 impl RedisStore {
-    /// A store on the Redis at `url` (`redis://[user:password@]host:port/db` or `rediss://…`).
-    /// Connects lazily: a Redis that is down now only makes requests answer 503 until it is up.
+    /// A store on the Redis at `url` (`redis://[user:password@]host:port/db` or `rediss://…`)
+    /// with locks leased for [`DEFAULT_LEASE`]. Connects lazily: a Redis that is down now only
+    /// makes requests answer 503 until it is up.
     pub fn open(url: &str) -> Result<RedisStore, StoreError> {
+        RedisStore::open_with_lease(url, DEFAULT_LEASE)
+    }
+
+    /// Like [`RedisStore::open`], with locks that live `lease` without renewal (at least a
+    /// second). Every instance sharing the Redis should use the same lease.
+    pub fn open_with_lease(url: &str, lease: Duration) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url)
             .map_err(|e| StoreError::backend(format!("--store {}: {e}", redacted(url))))?;
         let config = ConnectionManagerConfig::new()
@@ -203,26 +210,12 @@ impl RedisStore {
             shared: Arc::new(Shared {
                 con,
                 scripts: Scripts::new(),
-                lease: DEFAULT_LEASE,
+                lease: lease.max(Duration::from_secs(1)),
                 location: redacted(url),
                 down: AtomicBool::new(false),
                 releasing: Mutex::new(HashMap::new()),
             }),
         })
-    }
-
-    /// The same store with locks that live `lease` without renewal (at least a second).
-    /// Set before the store is shared; every instance should use the same lease.
-    pub fn with_lease(self, lease: Duration) -> RedisStore {
-        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|_| {
-            panic!("RedisStore::with_lease is called before the store is shared")
-        });
-        RedisStore {
-            shared: Arc::new(Shared {
-                lease: lease.max(Duration::from_secs(1)),
-                ..shared
-            }),
-        }
     }
 
     /// Where the store is (`redis://host:port/db`, no password).
