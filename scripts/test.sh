@@ -62,6 +62,7 @@ command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # certificates for the HTTPS test
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)      # interop test of ferry serve
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server) # ferry serve --store redis://
 if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing missing test dependencies: ${need[*]}"
     pkgs=()

@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use crate::safepath::STATE_DIR;
 use crate::socket::ConnSocket;
 use crate::store::redb::RedbStore;
+use crate::store::redis::RedisStore;
 use crate::store::{StateStore, StoreError};
 use crate::tus;
 use crate::uploads::{Policy, Uploads};
@@ -36,6 +37,19 @@ pub struct ServerConfig {
     pub upload_expiry: Duration,
     /// A PATCH body that stalls this long ends the request (bytes so far are kept).
     pub idle_timeout: Duration,
+    /// Where upload state lives.
+    pub state: StateChoice,
+}
+
+/// Where a server keeps its upload state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StateChoice {
+    /// The embedded store in the served directory (`DIR/.ferry/state.redb`): one process.
+    Embedded,
+    /// A Redis server (`redis://[user:password@]host:port/db` or `rediss://…`) shared by
+    /// several instances serving the same directory.
+    Redis(String),
 }
 
 impl ServerConfig {
@@ -48,6 +62,7 @@ impl ServerConfig {
             max_upload_size: None,
             upload_expiry: Duration::from_secs(24 * 3600),
             idle_timeout: Duration::from_secs(60),
+            state: StateChoice::Embedded,
         }
     }
 }
@@ -77,7 +92,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the served directory and its embedded state store (`DIR/.ferry/state.redb`).
+    /// Opens the served directory and its state store: the embedded one
+    /// (`DIR/.ferry/state.redb`), or Redis (connected lazily: a Redis that is down makes
+    /// requests answer 503 until it is up).
     pub fn open(config: ServerConfig) -> Result<Server, ServerError> {
         let root = config
             .root
@@ -90,8 +107,12 @@ impl Server {
             ));
         }
         let data = LocalDir::open(&root).map_err(|e| ServerError::StateDir(root.clone(), e))?;
-        let state: Arc<dyn StateStore> =
-            Arc::new(RedbStore::open(&root.join(STATE_DIR).join("state.redb"))?);
+        let state: Arc<dyn StateStore> = match &config.state {
+            StateChoice::Embedded => {
+                Arc::new(RedbStore::open(&root.join(STATE_DIR).join("state.redb"))?)
+            }
+            StateChoice::Redis(url) => Arc::new(RedisStore::open(url)?),
+        };
         Ok(Server::with_stores(root, state, Arc::new(data), &config))
     }
 
@@ -119,9 +140,15 @@ impl Server {
         }
     }
 
-    /// The name of the state store in use (`redb`, `memory`, …).
+    /// The name of the state store in use (`redb`, `memory`, `redis`).
     pub fn state_store(&self) -> &'static str {
         self.uploads.state().name()
+    }
+
+    /// Whether the state store answers now (a shared one may be down; requests then answer
+    /// 503 until it is back).
+    pub async fn check_state_store(&self) -> Result<(), StoreError> {
+        self.uploads.state().ping().await
     }
 
     /// The canonical served directory.
@@ -177,10 +204,15 @@ impl Server {
             let every = (uploads.policy().expiry / 4)
                 .clamp(Duration::from_millis(250), Duration::from_secs(60));
             loop {
-                match uploads.expire().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!("expired {n} unfinished upload(s)"),
-                    Err(e) => tracing::warn!("upload expiry: {e}"),
+                // One instance at a time sweeps (each upload is still expired under its lock).
+                match uploads.state().sweep_lock().await {
+                    Ok(Some(_sweeping)) => match uploads.expire().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!("expired {n} unfinished upload(s)"),
+                        Err(e) => tracing::warn!("upload expiry: {e}"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::debug!("upload expiry skipped: {e}"),
                 }
                 tokio::time::sleep(every).await;
             }
@@ -306,6 +338,9 @@ async fn metrics(State(s): State<Arc<FilesState>>) -> Response {
             s.metrics.render(active),
         )
             .into_response(),
+        Err(e @ StoreError::Unavailable(_)) => {
+            (StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response()
+        }
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }

@@ -1,9 +1,11 @@
 //! The contract every [`StateStore`] keeps, run against each implementation (the embedded redb
-//! store and the in-memory one; a shared store adds itself here): records, one reservation per
-//! target, landed-file owners, and locks with strictly increasing fencing tokens.
+//! store, the in-memory one, and Redis on a redis-server started for the test): records, one
+//! reservation per target, landed-file owners, and locks with strictly increasing fencing
+//! tokens.
 
 use ferry_server::store::memory::MemoryStore;
 use ferry_server::store::redb::RedbStore;
+use ferry_server::store::redis::RedisStore;
 use ferry_server::store::{Created, Kind, Phase, StateStore, UploadRecord};
 
 fn record(id: &str, target: Option<&str>) -> UploadRecord {
@@ -154,4 +156,12 @@ async fn one_opener_and_durable_across_reopening() {
         Created::TargetBusy { holder: "a".into() },
         "reservations survive too"
     );
+}
+
+#[tokio::test]
+async fn redis_store_keeps_the_contract() {
+    let Some(redis) = ferry_testkit::redis::Redis::start_or_skip() else {
+        return;
+    };
+    contract(&RedisStore::open(&redis.url()).unwrap()).await;
 }

@@ -68,6 +68,33 @@ impl Default for NginxOptions {
     }
 }
 
+impl NginxOptions {
+    /// nginx in front of several `ferry serve` instances (`backends`: their ports on
+    /// 127.0.0.1), round robin per request: `/uploads/`, `/files/` and `/metrics` are proxied
+    /// with `proxy_request_buffering off` (a PATCH body streams through as it arrives) and no
+    /// size limit; the `Host` header is passed on, so upload URLs name nginx. A dead backend is
+    /// skipped for requests that can be retried (not a PATCH whose body went out).
+    pub fn round_robin(backends: &[u16]) -> NginxOptions {
+        let mut upstream = String::from("upstream ferry_backends { ");
+        for port in backends {
+            let _ = write!(upstream, "server 127.0.0.1:{port} max_fails=0; ");
+        }
+        upstream.push('}');
+        let proxy = "proxy_pass http://ferry_backends; proxy_http_version 1.1; \
+                     proxy_set_header Connection \"\"; proxy_set_header Host $http_host; \
+                     proxy_request_buffering off; proxy_buffering off; client_max_body_size 0; \
+                     proxy_connect_timeout 2s; proxy_read_timeout 60s; proxy_send_timeout 60s;";
+        NginxOptions {
+            limit_rate: None,
+            extra_http: upstream,
+            extra_server: format!(
+                "location /uploads/ {{ {proxy} }} location /files/ {{ {proxy} }} \
+                 location = /metrics {{ {proxy} }}"
+            ),
+        }
+    }
+}
+
 /// One line of the access log: one finished (or aborted) request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLogEntry {
@@ -371,6 +398,20 @@ mod tests {
         assert_eq!(e.range, None);
         assert!(!e.completed);
         assert!(parse_line("garbage").is_none());
+    }
+
+    #[test]
+    fn round_robin_proxies_without_buffering() {
+        let c = render_config("/tmp/d", "/srv", 1, &NginxOptions::round_robin(&[10, 11]));
+        assert!(
+            c.contains("server 127.0.0.1:10 max_fails=0; server 127.0.0.1:11"),
+            "{c}"
+        );
+        assert!(
+            c.contains("location /uploads/ { proxy_pass http://ferry_backends;"),
+            "{c}"
+        );
+        assert!(c.contains("proxy_request_buffering off;"), "{c}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub struct FerryServe {
     bin: PathBuf,
     dir: PathBuf,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
     child: Option<Child>,
     port: u16,
     log: tempfile::NamedTempFile,
@@ -22,6 +23,16 @@ pub struct FerryServe {
 impl FerryServe {
     /// Starts the server over `dir` with extra `args` (e.g. `["--public"]`).
     pub fn start(bin: impl AsRef<Path>, dir: &Path, args: &[&str]) -> FerryServe {
+        FerryServe::start_with_env(bin, dir, args, &[])
+    }
+
+    /// Like [`FerryServe::start`], with extra environment variables (e.g. `SSL_CERT_FILE`).
+    pub fn start_with_env(
+        bin: impl AsRef<Path>,
+        dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> FerryServe {
         let log = tempfile::Builder::new()
             .prefix("ferry-serve-")
             .suffix(".log")
@@ -31,6 +42,10 @@ impl FerryServe {
             bin: bin.as_ref().to_path_buf(),
             dir: dir.to_path_buf(),
             args: args.iter().map(|a| a.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             port: 0,
             log,
@@ -57,6 +72,7 @@ impl FerryServe {
             .arg(&self.dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .env(
                 "FERRY_LOG",
                 std::env::var("FERRY_LOG").unwrap_or_else(|_| "info".into()),

@@ -84,7 +84,8 @@ URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 
 / lists the directory, /metrics has Prometheus counters. Send the token as
 'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
 Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
-an existing file is replaced only when the upload's metadata has overwrite=true.";
+an existing file is replaced only when the upload's metadata has overwrite=true.
+Several instances can serve one (shared) DIR behind a load balancer with --store redis://HOST:PORT/0.";
 
 #[derive(Args, Debug)]
 #[command(override_usage = "ferry put [OPTIONS] <FILE>... <URL>")]
@@ -234,6 +235,12 @@ pub struct ServeArgs {
     /// Delete unfinished uploads this long after their last write (e.g. 90s, 30m, 24h, 7d).
     #[arg(long = "upload-expiry", value_name = "DURATION", default_value = "24h")]
     pub upload_expiry: String,
+
+    /// Keep upload state in Redis, shared by every instance serving the same DIR behind a load
+    /// balancer: redis://[USER:PASSWORD@]HOST:PORT/DB (or rediss:// for TLS). Default: an
+    /// embedded database in DIR/.ferry (one instance).
+    #[arg(long, value_name = "URL", env = "FERRY_STORE", hide_env_values = true)]
+    pub store: Option<String>,
 }
 
 const GET_EXAMPLES: &str = "\

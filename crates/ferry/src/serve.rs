@@ -4,6 +4,8 @@
 use crate::cli::ServeArgs;
 use crate::outcome::{Ending, exit_code};
 use ferry_core::limits::parse_size;
+use ferry_server::app::StateChoice;
+use ferry_server::store::redis::redacted;
 use ferry_server::{Auth, Server, ServerConfig};
 use std::time::Duration;
 
@@ -40,6 +42,21 @@ pub async fn run(args: ServeArgs) -> u8 {
         "ferry serve: serving {} at http://{addr}/  (files: /files/, tus uploads: /uploads/)",
         server.root().display()
     );
+    match &args.store {
+        Some(url) => eprintln!(
+            "ferry serve: upload state: {} at {} (shared with every instance using it)",
+            server.state_store(),
+            redacted(url)
+        ),
+        None => eprintln!(
+            "ferry serve: upload state: {} (embedded, in {})",
+            server.state_store(),
+            server.root().join(".ferry").display()
+        ),
+    }
+    if let Err(e) = server.check_state_store().await {
+        eprintln!("ferry serve: warning: {e}; uploads answer 503 until it can be reached");
+    }
     if let Some(token) = generated {
         eprintln!("ferry serve: no --token, --users or --public given; generated token: {token}");
         eprintln!("ferry serve: e.g. curl -H 'Authorization: Bearer {token}' http://{addr}/files/");
@@ -102,6 +119,15 @@ fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<String>), String> {
             parse_size(size)
                 .ok_or_else(|| format!("--max-upload-size {size:?}: expected a size like 10G"))?,
         );
+    }
+    if let Some(url) = &args.store {
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(format!(
+                "--store {}: expected redis://[USER:PASSWORD@]HOST:PORT/DB or rediss://…",
+                redacted(url)
+            ));
+        }
+        config.state = StateChoice::Redis(url.clone());
     }
     config.upload_expiry = parse_duration(&args.upload_expiry).ok_or_else(|| {
         format!(

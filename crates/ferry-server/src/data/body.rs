@@ -5,9 +5,9 @@
 //! body is still to come, the socket's receive low-water mark is raised (`LowWater`) so a
 //! fast sender wakes us per quarter MiB rather than per burst of segments.
 
-use super::BodyEnd;
+use super::{BodyEnd, Incoming};
 use crate::socket::ConnSocket;
-use axum::body::{Body, HttpBody};
+use axum::body::HttpBody;
 use bytes::Bytes;
 use ferry_core::verify::Hasher;
 use futures_util::{FutureExt, StreamExt};
@@ -16,6 +16,7 @@ use std::io::{self, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// Most bytes gathered into one batch (one write system call, one wake-up of the writer).
 const BATCH_BYTES: usize = 1 << 20;
@@ -36,21 +37,24 @@ pub struct BodyOutcome {
     pub drained: bool,
 }
 
-/// Writes `body` into `path` from `offset`, at most `limit` bytes, hashing with `hasher`.
-/// `socket` is the connection's when it carries only this body (HTTP/1), for `LowWater`.
+/// Writes `incoming`'s body into `path` from `offset`, at most `limit` bytes, hashing with
+/// `hasher`. Its socket (when the connection carries only this body, HTTP/1) is for
+/// `LowWater`.
+/// When `let_go` fires, reading stops ([`BodyEnd::TakenOver`]); what was read is written.
 /// The data is not synced here: a killed server keeps page-cache bytes, and after a machine
 /// crash the file's length (the offset a client's HEAD gets) never exceeds the data that
 /// reached the disk on ext4/XFS (ordered data), so a resuming client re-sends the rest.
 /// A finished upload is synced once, before it lands.
 pub async fn write_body(
-    body: Body,
-    socket: Option<ConnSocket>,
+    incoming: Incoming,
     path: PathBuf,
     offset: u64,
     limit: u64,
     hasher: Option<Hasher>,
     idle: Duration,
+    let_go: &CancellationToken,
 ) -> BodyOutcome {
+    let Incoming { body, socket } = incoming;
     let (tx, rx) = mpsc::channel::<Vec<Bytes>>(QUEUE_BATCHES);
     let writer = tokio::task::spawn_blocking(move || writer(path, offset, rx, hasher));
     // The length hyper framed the body with (Content-Length; none for chunked bodies).
@@ -69,6 +73,10 @@ pub async fn write_body(
         _ => None,
     };
     loop {
+        if let_go.is_cancelled() {
+            end = BodyEnd::TakenOver;
+            break;
+        }
         let next = match stream.next().now_or_never() {
             Some(ready) => ready,
             None => {
@@ -79,7 +87,15 @@ pub async fn write_body(
                         break;
                     }
                 }
-                match next_or_idle(&mut stream, low_water.as_mut(), idle).await {
+                let waited = tokio::select! {
+                    biased;
+                    () = let_go.cancelled() => {
+                        end = BodyEnd::TakenOver;
+                        break;
+                    }
+                    waited = next_or_idle(&mut stream, low_water.as_mut(), idle) => waited,
+                };
+                match waited {
                     None => {
                         end = BodyEnd::Idle;
                         break;
@@ -130,7 +146,7 @@ pub async fn write_body(
     drop(tx);
     if !matches!(
         end,
-        BodyEnd::Complete | BodyEnd::ClientGone(_) | BodyEnd::Idle
+        BodyEnd::Complete | BodyEnd::ClientGone(_) | BodyEnd::Idle | BodyEnd::TakenOver
     ) {
         // Refused bytes are read and dropped so the client hears the answer (see `drain`).
         drain(&mut stream).await;
@@ -158,6 +174,10 @@ pub async fn write_body(
     };
     if matches!(outcome.end, BodyEnd::Disk(_)) && reading_completed {
         outcome.drained = drain(&mut stream).await;
+    }
+    if matches!(outcome.end, BodyEnd::TakenOver) {
+        // The rest of the body is not read: the connection closes after the answer.
+        outcome.drained = false;
     }
     outcome
 }

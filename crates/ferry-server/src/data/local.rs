@@ -308,13 +308,13 @@ impl DataStore for LocalDir {
             }
         }
         let outcome = write_body(
-            body.body,
-            body.socket,
+            body,
             self.data_path(id),
             offset,
             limits.room,
             limits.checksum.map(|c| Hasher::new(c.algorithm)),
             limits.idle,
+            &limits.let_go,
         )
         .await;
         let mut appended = Appended {

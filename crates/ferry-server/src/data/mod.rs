@@ -36,7 +36,7 @@ pub struct Incoming {
 }
 
 /// What an append is allowed to write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AppendLimits<'a> {
     /// Where the body's first byte goes (the upload's offset, checked by the caller).
     pub offset: u64,
@@ -46,6 +46,10 @@ pub struct AppendLimits<'a> {
     pub checksum: Option<&'a Checksum>,
     /// How long the body may stall before the append ends.
     pub idle: Duration,
+    /// Cancelled when another request takes the upload over (the lock's
+    /// [`let_go`](crate::store::UploadLock::let_go)): reading ends with [`BodyEnd::TakenOver`],
+    /// the bytes written so far kept.
+    pub let_go: tokio_util::sync::CancellationToken,
 }
 
 /// How reading a body ended.
@@ -62,6 +66,8 @@ pub enum BodyEnd {
     Idle,
     /// Writing failed (a full disk, an I/O error).
     Disk(io::Error),
+    /// Another request asked for the upload's lock: reading stopped, the bytes so far written.
+    TakenOver,
 }
 
 /// The result of [`DataStore::append`].

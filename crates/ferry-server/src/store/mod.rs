@@ -2,15 +2,19 @@
 //! records, target-path reservations, landed-file owners and per-upload locks.
 //!
 //! Implementations: the embedded [`RedbStore`](redb::RedbStore) (the default: one process, one
-//! database file), and [`MemoryStore`](memory::MemoryStore) (tests, throw-away servers). A shared
-//! backend (Redis) implements the same trait: nothing here assumes one process, except that
-//! [`UploadLock`]s of the embedded stores cannot be lost.
+//! database file), [`MemoryStore`](memory::MemoryStore) (tests, throw-away servers), and the
+//! shared [`RedisStore`](redis::RedisStore) (several instances over one directory). Nothing
+//! here assumes one process, except that [`UploadLock`]s of the embedded stores cannot be lost
+//! and their holders are never asked to let go.
 
 pub mod memory;
 pub mod redb;
+pub mod redis;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// What kind of tus upload a record is (concatenation extension).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +132,26 @@ pub trait UploadLock: Send + Sync {
     fn fence(&self) -> u64;
     /// `Err(StoreError::LockLost)` once the lock is no longer held.
     async fn check(&self) -> Result<(), StoreError>;
+    /// Cancelled when another request asked for this lock ([`StateStore::request_release`]) or
+    /// the lock was lost: the holder then ends its request cleanly, keeping what it wrote. The
+    /// embedded stores' tokens are never cancelled.
+    fn let_go(&self) -> CancellationToken {
+        CancellationToken::new()
+    }
+}
+
+/// The lock of a store that only one process uses: always held, never lost.
+struct Unshared;
+
+#[async_trait]
+impl UploadLock for Unshared {
+    fn fence(&self) -> u64 {
+        0
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Upload records, target reservations, landed-file owners and locks.
@@ -152,6 +176,22 @@ pub trait StateStore: Send + Sync + 'static {
     async fn set_file_owner(&self, path: &str, owner: &str) -> Result<(), StoreError>;
     /// Takes the write lock of upload `id`, or `None` when another request holds it.
     async fn try_lock(&self, id: &str) -> Result<Option<Box<dyn UploadLock>>, StoreError>;
+    /// Asks the holder of upload `id`'s lock to let go (its [`UploadLock::let_go`] fires).
+    /// `Ok(Some(lease))`: asked; the lock is free within `lease` even when its holder died.
+    /// `Ok(None)` (the default): this store's holders cannot be asked; a busy lock is refused.
+    async fn request_release(&self, id: &str) -> Result<Option<Duration>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
+    /// The lock of the expiry sweep, so that one instance at a time sweeps; `None` while
+    /// another holds it. A store of one process always grants it.
+    async fn sweep_lock(&self) -> Result<Option<Box<dyn UploadLock>>, StoreError> {
+        Ok(Some(Box::new(Unshared)))
+    }
+    /// Whether the backend answers now (for the start-up line); the default always does.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// A short name for logs and start-up lines (`redb`, `memory`, `redis`).
     fn name(&self) -> &'static str;
 }

@@ -151,6 +151,7 @@ impl Uploads {
             room,
             checksum: req.checksum.as_ref(),
             idle: self.policy.idle_timeout,
+            let_go: lock.let_go(),
         };
         let appended = self.data.append(&rec.id, incoming, limits).await;
         Metrics::add(&self.metrics.bytes_received, appended.received);
@@ -175,6 +176,11 @@ impl Uploads {
             BodyEnd::ClientGone(e) => {
                 tracing::debug!(id = %rec.id, "client went away mid-PATCH at {new_offset}: {e}");
                 return Err(Refusal::BodyBroken(e));
+            }
+            BodyEnd::TakenOver => {
+                return Err(
+                    Refusal::TakenOver { offset: new_offset }.unread_unless(appended.drained)
+                );
             }
             BodyEnd::Idle => {
                 return Err(Refusal::Idle {

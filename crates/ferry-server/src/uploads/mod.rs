@@ -30,6 +30,13 @@ use crate::store::{Kind, Phase, StateStore, UploadLock, UploadRecord};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How often a request waiting for another's lock tries again.
+const TAKEOVER_POLL: Duration = Duration::from_millis(50);
+/// How often it repeats its request to let go.
+const TAKEOVER_ASK_AGAIN: Duration = Duration::from_secs(1);
+/// How long past the lease it waits before it gives up.
+const TAKEOVER_SLACK: Duration = Duration::from_secs(1);
+
 /// The limits and policies of an upload service.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -181,12 +188,36 @@ impl Uploads {
         }
     }
 
-    /// Takes the write lock of an upload: refused when another request is writing to it.
+    /// Takes the write lock of an upload. When another request holds it and the store can ask
+    /// holders to let go (a shared store), asks, and waits until the holder has ended its
+    /// request (about a second) or its lease ran out (a dead holder); otherwise, or past that,
+    /// refused.
     async fn lock(&self, id: &str) -> Result<Box<dyn UploadLock>, Refusal> {
-        self.state
-            .try_lock(id)
-            .await?
-            .ok_or_else(|| Refusal::Locked(id.to_owned()))
+        if let Some(lock) = self.state.try_lock(id).await? {
+            return Ok(lock);
+        }
+        let Some(lease) = self.state.request_release(id).await? else {
+            return Err(Refusal::Locked(id.to_owned()));
+        };
+        let start = tokio::time::Instant::now();
+        let deadline = start + lease + TAKEOVER_SLACK;
+        let mut asked = start;
+        loop {
+            tokio::time::sleep(TAKEOVER_POLL).await;
+            if let Some(lock) = self.state.try_lock(id).await? {
+                tracing::debug!(%id, "took the upload over after {:?}", start.elapsed());
+                return Ok(lock);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Refusal::Locked(id.to_owned()));
+            }
+            // A new holder may have come in between: it is asked too.
+            if now - asked >= TAKEOVER_ASK_AGAIN {
+                self.state.request_release(id).await?;
+                asked = now;
+            }
+        }
     }
 
     /// Refuses a length above the server's limit.

@@ -43,6 +43,12 @@ pub enum Refusal {
     /// Another request holds the upload's lock.
     #[error("another request is writing to upload {0}; retry when it has finished")]
     Locked(String),
+    /// Another request took the upload over mid-body; the bytes up to `offset` were kept.
+    #[error("another request took over this upload; the bytes up to offset {offset} were kept")]
+    TakenOver {
+        /// The upload's new offset.
+        offset: u64,
+    },
     /// A final (concatenated) upload takes no bytes of its own.
     #[error("this is a final (concatenated) upload: it takes no PATCH; upload to its parts")]
     FinalTakesNoBytes,
@@ -188,7 +194,9 @@ impl Refusal {
             R::NotFound(_) => StatusCode::NOT_FOUND,
             R::NotYours(_) | R::FinalTakesNoBytes | R::TargetNotYours(_) => StatusCode::FORBIDDEN,
             R::Expired(_) | R::DataGone(_) => StatusCode::GONE,
-            R::Locked(_) | R::TargetBusy(_) | R::Assembling => StatusCode::LOCKED,
+            R::Locked(_) | R::TakenOver { .. } | R::TargetBusy(_) | R::Assembling => {
+                StatusCode::LOCKED
+            }
             R::OffsetMismatch { .. }
             | R::CannotLand(_)
             | R::TargetExists(_)
@@ -237,7 +245,8 @@ impl Refusal {
         match self {
             Refusal::OffsetMismatch { offset, .. }
             | Refusal::ChecksumMismatch { offset }
-            | Refusal::Overflow { offset } => Some(*offset),
+            | Refusal::Overflow { offset }
+            | Refusal::TakenOver { offset } => Some(*offset),
             Refusal::BodyUnread(r) => r.offset(),
             _ => None,
         }

@@ -52,6 +52,13 @@ impl Uploads {
                 continue;
             };
             lock.check().await?;
+            // Re-read under the lock: another instance may have written to it meanwhile.
+            let Some(rec) = self.state.get(&rec.id).await? else {
+                continue;
+            };
+            if rec.expires > now {
+                continue;
+            }
             match rec.phase {
                 Phase::Active => {
                     // The tombstone first (requests answer 410 from then on), then the data.
