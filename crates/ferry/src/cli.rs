@@ -81,7 +81,7 @@ Examples:
   ferry serve . --public --max-upload-size 10G --upload-expiry 2h
 
 URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 endpoint,
-/ lists the directory, /metrics has Prometheus counters. Send the token as
+/ is the upload page with the listing, /metrics has Prometheus counters. Send the token as
 'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
 Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
 an existing file is replaced only when the upload's metadata has overwrite=true.

@@ -60,6 +60,7 @@ pub async fn run(args: ServeArgs) -> u8 {
     if let Some(token) = generated {
         eprintln!("ferry serve: no --token, --users or --public given; generated token: {token}");
         eprintln!("ferry serve: e.g. curl -H 'Authorization: Bearer {token}' http://{addr}/files/");
+        eprintln!("ferry serve: upload page: http://{addr}/?token={token}");
     }
     let shutdown = async {
         crate::signals::stop_requested().await;
