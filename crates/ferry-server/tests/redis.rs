@@ -153,7 +153,10 @@ async fn an_unreachable_redis_is_unavailable_then_used_again() {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
     }
-    eprintln!("Redis down: answered Unavailable after {:?}", start.elapsed());
+    eprintln!(
+        "Redis down: answered Unavailable after {:?}",
+        start.elapsed()
+    );
     assert!(matches!(
         a.try_lock("u").await,
         Err(StoreError::Unavailable(_))

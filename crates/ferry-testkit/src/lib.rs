@@ -2,6 +2,7 @@
 //! (nginx, `python3 -m http.server`, `ferry serve`, `redis-server`), a tmpfs for full-disk tests, and a misbehaving HTTP server for fault injection.
 //! Every server is stopped by its own PID (or task) when its handle is dropped.
 
+pub mod certs;
 pub mod fault;
 pub mod nginx;
 pub mod proxy;

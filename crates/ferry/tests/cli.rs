@@ -2,6 +2,7 @@
 //! fault server: byte-identical results, SIGKILL and resume, Ctrl-C, exit codes, JSON events,
 //! lists, and `ferry status`.
 
+use ferry_testkit::certs::private_ca;
 use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
 use ferry_testkit::nginx::{Nginx, NginxOptions};
 use ferry_testkit::pyserver::PyHttpServer;
@@ -357,81 +358,17 @@ fn list_input_with_parallel_jobs_and_mirrors() {
     }
 }
 
-/// Makes a private CA and a certificate for localhost/127.0.0.1 signed by it (openssl CLI).
-fn make_certs(dir: &Path) {
-    let sh = |args: &[&str]| {
-        let o = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    };
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    sh(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=ferry test CA",
-    ]);
-    sh(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    sh(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
-}
-
 #[test]
 fn https_via_rustls_with_certificate_verification() {
     let root = tempfile::tempdir().unwrap();
     let certs = tempfile::tempdir().unwrap();
-    make_certs(certs.path());
+    let ca = private_ca(certs.path()).expect("openssl makes the test CA");
     write_random_file(root.path().join("s.bin"), 6 * MIB + 3, 20).unwrap();
     let port = ferry_testkit::util::free_port();
-    let c = certs.path().display();
     let tls_server = format!(
-        "server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {c}/leaf.pem; ssl_certificate_key {c}/leaf.key; root {}; }}",
+        "server {{ listen 127.0.0.1:{port} ssl http2; ssl_certificate {}; ssl_certificate_key {}; root {}; }}",
+        ca.cert.display(),
+        ca.key.display(),
         root.path().display()
     );
     let nginx = Nginx::start_with(
@@ -448,7 +385,7 @@ fn https_via_rustls_with_certificate_verification() {
     // Trusted through SSL_CERT_FILE: works, over several connections.
     let o = ferry()
         .args(["get", "-q", "-x", "4", "-o", "s.bin", &url])
-        .env("SSL_CERT_FILE", certs.path().join("ca.pem"))
+        .env("SSL_CERT_FILE", &ca.ca)
         .current_dir(out.path())
         .output()
         .unwrap();
@@ -473,7 +410,7 @@ fn https_via_rustls_with_certificate_verification() {
     // Not trusted: a clear failure, no file.
     let o = ferry()
         .args(["get", "-q", "--retries", "1", "-o", "t.bin", &url])
-        .env("SSL_CERT_FILE", certs.path().join("leaf.pem"))
+        .env("SSL_CERT_FILE", &ca.cert)
         .env("SSL_CERT_DIR", out.path())
         .current_dir(out.path())
         .output()

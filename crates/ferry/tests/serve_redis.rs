@@ -11,6 +11,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use ferry_testkit::certs::{PrivateCa, private_ca};
 use ferry_testkit::nginx::{Nginx, NginxOptions};
 use ferry_testkit::redis::Redis;
 use ferry_testkit::serve::FerryServe;
@@ -521,95 +522,10 @@ async fn a_dead_holders_lock_is_taken_over_within_the_lease() {
     assert!(std::fs::read(c.dir.join("d.bin")).unwrap() == data);
 }
 
-/// A CA and a certificate for `localhost` signed by it, made with the openssl command (PEM
-/// files in `dir`): returns (ca, cert, key), or None when openssl is missing (a failure under
-/// CI=true: scripts/test.sh installs it).
-fn private_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let openssl = |args: &[&str]| {
-        Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .output()
-    };
-    if openssl(&["version"]).is_err() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "no openssl");
-        eprintln!("SKIPPED: no openssl to make a test CA");
-        return None;
-    }
-    std::fs::write(
-        dir.join("leaf.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    for args in [
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ferry test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign",
-        ][..],
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.cnf",
-        ],
-    ] {
-        let o = openssl(args).unwrap();
-        assert!(
-            o.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    Some((
-        dir.join("ca.pem"),
-        dir.join("cert.pem"),
-        dir.join("key.pem"),
-    ))
-}
-
 #[tokio::test]
 async fn rediss_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
-    let Some((ca, cert, key)) = private_ca(certs.path()) else {
+    let Some(PrivateCa { ca, cert, key }) = private_ca(certs.path()) else {
         return;
     };
     let Some(redis) = Redis::start_tls_or_skip(&cert, &key) else {
