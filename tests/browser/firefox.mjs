@@ -255,6 +255,17 @@ const waitState = (b, path, state) => waitFor(b, `${li(path)}[data-state="${stat
 const note = (b, path) => waitFor(b, `${li(path)} .note`, (el) => el.textContent.trim());
 const remembered = (b) => run(b, () => Object.keys(localStorage).filter((k) => k.startsWith('ferry.upload.')).length);
 
+// Chooses `file`, and while its n-th PATCH is held clicks its `action` button; waits for `state`.
+async function stopHalfWay(b, file, n, action, state) {
+  const hold = holdPatch(b, n);
+  await choose(b, '#pick-files', join(SRC, file));
+  await hold.held;
+  await click(b, `${li(file)} button[data-action="${action}"]`);
+  await waitState(b, file, state);
+  hold.release();
+  b.onRequest = null;
+}
+
 // A page signed in through a ?token= link, with the live stream connected.
 async function open(b, query = '') {
   await b.cmd('POST', '/url', { url: `${BASE}/?token=${encodeURIComponent(TOKEN)}${query}` });
@@ -327,13 +338,7 @@ const scenarios = {
   // Pause and resume half-way (the held PATCH is aborted and sent again), then cancel half-way.
   async controls(b) {
     await open(b, '&chunk=262144');
-    let hold = holdPatch(b, 3);
-    await choose(b, '#pick-files', join(SRC, 'paused.bin'));
-    await hold.held;
-    await click(b, `${li('paused.bin')} button[data-action="pause"]`);
-    await waitState(b, 'paused.bin', 'paused');
-    hold.release();
-    b.onRequest = null;
+    await stopHalfWay(b, 'paused.bin', 3, 'pause', 'paused');
     const pauseShown = await run(b, (s) => !document.querySelector(s).hidden
       && document.querySelector(s).getClientRects().length > 0, `${li('paused.bin')} button[data-action="pause"]`);
     assert.equal(pauseShown, false, 'no pause button on a paused upload');
@@ -341,14 +346,8 @@ const scenarios = {
     await waitState(b, 'paused.bin', 'done');
     const pausedPatches = patches(b).length;
 
-    hold = holdPatch(b, 2);
     const from = b.requests.length;
-    await choose(b, '#pick-files', join(SRC, 'cancelled.bin'));
-    await hold.held;
-    await click(b, `${li('cancelled.bin')} button[data-action="cancel"]`);
-    await waitState(b, 'cancelled.bin', 'cancelled');
-    hold.release();
-    b.onRequest = null;
+    await stopHalfWay(b, 'cancelled.bin', 2, 'cancel', 'cancelled');
     const deletes = b.requests.slice(from).filter((r) => r.method === 'DELETE').length;
     assert.equal(deletes, 1, 'the cancelled upload is deleted on the server');
     assert.equal(await remembered(b), 0);
