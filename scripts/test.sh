@@ -130,15 +130,31 @@ install_tus_peers() {
 }
 step tus-peers install_tus_peers
 
-# --- the upload page in a real browser: Debian's chromium + playwright-core ------------------
-# For crates/ferry/tests/browser.rs. Chromium comes from apt-get (never a browser download:
-# playwright-core has none of its own); playwright-core from tests/browser/package-lock.json
-# (`npm ci`, redone only when the lock file or the Node version changed). The tests find them
-# through FERRY_BROWSER_DIR and FERRY_CHROMIUM; they skip without them, except in CI.
+# --- the upload page in real browsers: Debian's chromium + playwright-core, firefox-esr + geckodriver
+# For crates/ferry/tests/browser.rs. Chromium and Firefox come from apt-get (never a browser
+# download: playwright-core has none of its own, the Firefox scenarios use no npm package);
+# playwright-core from tests/browser/package-lock.json (`npm ci`, redone only when the lock file
+# or the Node version changed); geckodriver built from crates.io (`cargo install --locked`, pinned
+# below, into target/geckodriver; rebuilt only when the version or rustc changed: a stamp; the
+# build takes about 4 minutes on 2 cores, the apt-get install of firefox-esr about 15 s). The tests
+# find them through FERRY_BROWSER_DIR, FERRY_CHROMIUM, FERRY_FIREFOX and FERRY_GECKODRIVER; they
+# skip without them, except in CI.
+GECKODRIVER_VERSION=0.37.1
 install_browser() {
     if [ ! -x /usr/bin/chromium ]; then
         echo "==> installing chromium (apt-get)"
         apt_install chromium fonts-dejavu-core || return 1
+    fi
+    if [ ! -x /usr/bin/firefox-esr ]; then
+        echo "==> installing firefox-esr (apt-get)"
+        apt_install firefox-esr fonts-dejavu-core || return 1
+    fi
+    local gd_root="${CARGO_TARGET_DIR:-$PWD/target}/geckodriver" gd_stamp
+    gd_stamp="geckodriver $GECKODRIVER_VERSION $(rustc --version)"
+    if [ "$(cat "$gd_root/.ferry-stamp" 2>/dev/null)" != "$gd_stamp" ] || [ ! -x "$gd_root/bin/geckodriver" ]; then
+        echo "==> cargo install geckodriver@$GECKODRIVER_VERSION --locked --root $gd_root"
+        cargo install "geckodriver@$GECKODRIVER_VERSION" --locked --force --root "$gd_root" || return 1
+        echo "$gd_stamp" >"$gd_root/.ferry-stamp"
     fi
     local dir=tests/browser stamp
     stamp="$(node --version) $(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
@@ -149,7 +165,10 @@ install_browser() {
     fi
     export FERRY_BROWSER_DIR="$PWD/$dir"
     export FERRY_CHROMIUM=/usr/bin/chromium
+    export FERRY_FIREFOX=/usr/bin/firefox-esr
+    export FERRY_GECKODRIVER="$gd_root/bin/geckodriver"
     echo "==> browser: $(/usr/bin/chromium --version 2>/dev/null), playwright-core $(node -p "require('./$dir/node_modules/playwright-core/package.json').version")"
+    echo "==> browser: $(/usr/bin/firefox-esr --version 2>/dev/null), $("$FERRY_GECKODRIVER" --version | sed -n 1p)"
 }
 step browser install_browser
 
