@@ -749,11 +749,8 @@ async fn termination() {
     assert!(!env.dir.join("t.bin").exists());
 }
 
-#[tokio::test]
-async fn concatenation_finished_and_unfinished() {
-    let env = Env::start(&[]);
-    let data = random_bytes(3 * MIB + 5, 14);
-    let cuts = [0, MIB, 2 * MIB + 7, data.len()];
+/// One partial upload of ann's per piece between `cuts`, empty; their URL paths.
+async fn partial_uploads(env: &Env, cuts: &[usize]) -> Vec<String> {
     let mut parts = Vec::new();
     for w in cuts.windows(2) {
         let r = env
@@ -769,6 +766,15 @@ async fn concatenation_finished_and_unfinished() {
         assert_eq!(header(&env.head(ANN, &p).await, "upload-concat"), "partial");
         parts.push(p);
     }
+    parts
+}
+
+#[tokio::test]
+async fn concatenation_finished_and_unfinished() {
+    let env = Env::start(&[]);
+    let data = random_bytes(3 * MIB + 5, 14);
+    let cuts = [0, MIB, 2 * MIB + 7, data.len()];
+    let parts = partial_uploads(&env, &cuts).await;
     for (i, p) in parts.iter().enumerate() {
         let r = env.patch(ANN, p, 0, &data[cuts[i]..cuts[i + 1]]).await;
         assert_eq!(r.status(), StatusCode::NO_CONTENT);
@@ -811,18 +817,7 @@ async fn concatenation_finished_and_unfinished() {
     );
 
     // concatenation-unfinished: the final first, then the parts (absolute URLs this time).
-    let mut parts = Vec::new();
-    for w in cuts.windows(2) {
-        let r = env
-            .post(
-                ANN,
-                Some((w[1] - w[0]) as u64),
-                &[],
-                &[("Upload-Concat", "partial")],
-            )
-            .await;
-        parts.push(location(&r));
-    }
+    let parts = partial_uploads(&env, &cuts).await;
     let concat = format!(
         "final;{}",
         parts
