@@ -9,15 +9,14 @@
 //! redis-server, nginx and the Node tus peers come from scripts/test.sh; a missing
 //! redis-server or Node peer skips with a message, except under `CI=true`, where it fails.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use ferry_testkit::certs::{PrivateCa, private_ca};
 use ferry_testkit::nginx::{Nginx, NginxOptions};
 use ferry_testkit::redis::Redis;
 use ferry_testkit::serve::FerryServe;
+use ferry_testkit::tus::{TusTester, header, metadata, text};
 use ferry_testkit::util::{files_equal, random_bytes, wait_until, write_random_file};
 use reqwest::{Method, Response, StatusCode};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -61,6 +60,16 @@ impl Cluster {
         })
     }
 
+    /// The shared tus test client, speaking to instance `srv`.
+    fn tus(&self, srv: &FerryServe) -> TusTester {
+        TusTester {
+            base: srv.url(""),
+            dir: self.dir.clone(),
+            client: self.client.clone(),
+            metrics_token: ANN.to_owned(),
+        }
+    }
+
     fn req(
         &self,
         srv: &FerryServe,
@@ -68,10 +77,7 @@ impl Cluster {
         method: Method,
         path: &str,
     ) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, srv.url(path))
-            .header("Tus-Resumable", "1.0.0")
-            .bearer_auth(token)
+        self.tus(srv).req(token, method, path)
     }
 
     async fn post(
@@ -81,12 +87,7 @@ impl Cluster {
         len: usize,
         meta: &[(&str, &str)],
     ) -> Response {
-        self.req(srv, token, Method::POST, "/uploads/")
-            .header("Upload-Length", len.to_string())
-            .header("Upload-Metadata", metadata(meta))
-            .send()
-            .await
-            .unwrap()
+        self.tus(srv).post(token, Some(len as u64), meta, &[]).await
     }
 
     async fn create(&self, srv: &FerryServe, token: &str, len: usize, name: &str) -> String {
@@ -103,13 +104,7 @@ impl Cluster {
         offset: usize,
         body: &[u8],
     ) -> Response {
-        self.req(srv, token, Method::PATCH, url)
-            .header("Upload-Offset", offset.to_string())
-            .header("Content-Type", "application/offset+octet-stream")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap()
+        self.tus(srv).patch(token, url, offset as u64, body).await
     }
 
     async fn offset(&self, srv: &FerryServe, token: &str, url: &str) -> usize {
@@ -182,28 +177,7 @@ fn tail(log: &str) -> &str {
     &log[start..]
 }
 
-fn metadata(meta: &[(&str, &str)]) -> String {
-    meta.iter()
-        .map(|(k, v)| format!("{k} {}", STANDARD.encode(v)))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .unwrap_or_else(|| panic!("no {name} header in {r:?}"))
-        .to_str()
-        .unwrap()
-        .to_string()
-}
-
-async fn text(r: Response) -> String {
-    let status = r.status();
-    format!("{status}: {}", r.text().await.unwrap_or_default())
-}
-
-/// A PATCH on a raw socket announcing `declared` bytes and sending only `body`: the
+/// A PATCH on a raw socket as ann, announcing `declared` bytes and sending only `body`: the
 /// connection (and the upload's lock) stays held until the stream is dropped or answered.
 fn raw_patch(
     srv: &FerryServe,
@@ -212,15 +186,7 @@ fn raw_patch(
     declared: usize,
     body: &[u8],
 ) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", srv.port())).unwrap();
-    write!(
-        s,
-        "PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {ANN}\r\nUpload-Offset: {offset}\r\nContent-Type: application/offset+octet-stream\r\nContent-Length: {declared}\r\n\r\n"
-    )
-    .unwrap();
-    s.write_all(body).unwrap();
-    s.flush().unwrap();
-    s
+    ferry_testkit::tus::raw_patch(srv.port(), ANN, url, offset as u64, declared, body)
 }
 
 /// `ferry_bytes_received_total` of one instance.
