@@ -3,6 +3,7 @@
 //! ```text
 //! ferry-fault proxy --upstream 127.0.0.1:8080 --reset-after 1m-6m      # resets in front of nginx
 //! ferry-fault serve big.bin --reset-after 1m-6m --no-ranges            # a misbehaving file server
+//! ferry-fault delay --upstream 127.0.0.1:8080 --rtt 40ms                # a 40 ms path, any bandwidth
 //! ```
 //!
 //! Both print `listening on http://ADDR` as the first line of stdout, serve until SIGTERM or
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use ferry_testkit::delay::DelayProxy;
 use ferry_testkit::fault::{FaultConfig, FaultServer, Faults};
 use ferry_testkit::proxy::{FaultProxy, ProxyFaults};
 
@@ -25,7 +27,8 @@ use ferry_testkit::proxy::{FaultProxy, ProxyFaults};
     after_help = "Examples:\n  \
         ferry-fault proxy --upstream 127.0.0.1:8080 --reset-after 1m-6m\n  \
         ferry-fault proxy --upstream 127.0.0.1:8080 --fail-first 3 --fail-status 429 --retry-after 1\n  \
-        ferry-fault serve big.bin --listen 127.0.0.1:9000 --reset-after 2m-4m --no-ranges"
+        ferry-fault serve big.bin --listen 127.0.0.1:9000 --reset-after 2m-4m --no-ranges\n  \
+        ferry-fault delay --upstream 127.0.0.1:8080 --rtt 40ms"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +42,22 @@ enum Cmd {
     /// An in-process file server (ferry's FaultServer) that misbehaves on purpose; serves FILE
     /// at `/<file name>`.
     Serve(ServeArgs),
+    /// A TCP relay that adds a fixed round-trip time (bandwidth unlimited), for benchmarks of
+    /// real paths: HTTP/1.1, TLS, HTTP/2 and the peer protocol all pass through.
+    Delay(DelayArgs),
+}
+
+#[derive(Args, Debug)]
+struct DelayArgs {
+    /// The server to forward to, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Round-trip time to add, e.g. `40ms`, `0.1s`, `100` (milliseconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    rtt: std::time::Duration,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +170,24 @@ fn parse_size(s: &str) -> Result<u64, String> {
     }
 }
 
+/// `40ms`, `0.1s`, `2s`, or a bare number of milliseconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let (num, scale) = if let Some(ms) = t.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(secs) = t.strip_suffix('s') {
+        (secs, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    match num.trim().parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 && f * scale < 3600.0 => {
+            Ok(std::time::Duration::from_secs_f64(f * scale))
+        }
+        _ => Err(format!("{s:?} is not a time (examples: 40ms, 0.1s, 100)")),
+    }
+}
+
 /// `LO-HI` or a single `N` (= `N-N`).
 fn parse_range(s: &str) -> Result<(u64, u64), String> {
     match s.split_once('-') {
@@ -218,6 +255,22 @@ async fn run_proxy(a: ProxyArgs) -> Result<(), String> {
     Ok(())
 }
 
+async fn run_delay(a: DelayArgs) -> Result<(), String> {
+    let upstream = a
+        .upstream
+        .to_socket_addrs()
+        .map_err(|e| format!("--upstream {}: {e}", a.upstream))?
+        .next()
+        .ok_or_else(|| format!("--upstream {}: resolves to no address", a.upstream))?;
+    let proxy = DelayProxy::bind(a.listen, upstream, a.rtt)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", a.listen))?;
+    announce(proxy.addr());
+    shutdown_signal().await;
+    println!("connections={}", proxy.connections());
+    Ok(())
+}
+
 async fn run_serve(a: ServeArgs) -> Result<(), String> {
     let data = std::fs::read(&a.file).map_err(|e| format!("{}: {e}", a.file.display()))?;
     let name = a
@@ -270,6 +323,7 @@ async fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Proxy(a) => run_proxy(a).await,
         Cmd::Serve(a) => run_serve(a).await,
+        Cmd::Delay(a) => run_delay(a).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -297,5 +351,19 @@ mod tests {
         assert_eq!(parse_range("100"), Ok((100, 100)));
         assert_eq!(parse_slow_start("1m:100k"), Ok((1 << 20, 100 << 10)));
         assert!(parse_slow_start("1m").is_err());
+        assert_eq!(
+            parse_duration("40ms"),
+            Ok(std::time::Duration::from_millis(40))
+        );
+        assert_eq!(
+            parse_duration("0.1s"),
+            Ok(std::time::Duration::from_millis(100))
+        );
+        assert_eq!(
+            parse_duration("100"),
+            Ok(std::time::Duration::from_millis(100))
+        );
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1ms").is_err());
     }
 }
