@@ -241,6 +241,37 @@ pub struct ServeArgs {
     /// embedded database in DIR/.ferry (one instance).
     #[arg(long, value_name = "URL", env = "FERRY_STORE", hide_env_values = true)]
     pub store: Option<String>,
+
+    /// Close a connection that has not sent a request's headers within this time (also an idle
+    /// kept-alive HTTP/1 connection waiting for its next request).
+    #[arg(
+        long = "header-timeout",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub header_timeout: String,
+
+    /// Close a connection on which nothing moved for this long while no request was being
+    /// handled (an idle HTTP/2 connection, a client that stopped reading a download).
+    #[arg(
+        long = "keepalive-timeout",
+        value_name = "DURATION",
+        default_value = "75s"
+    )]
+    pub keepalive_timeout: String,
+
+    /// Serve at most this many connections at once; more wait until one closes. Default:
+    /// derived from the open-file limit, at most 4096.
+    #[arg(long = "max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Per-user quota of bytes that unfinished uploads reserve or stage (e.g. 50G), or 'off'.
+    #[arg(long, value_name = "SIZE", default_value = "1T")]
+    pub quota: String,
+
+    /// Per-user limit on unfinished uploads, or 'off'.
+    #[arg(long = "quota-uploads", value_name = "N", default_value = "1000")]
+    pub quota_uploads: String,
 }
 
 const GET_EXAMPLES: &str = "\

@@ -111,6 +111,13 @@ impl Uploads {
                     )));
                 }
                 self.check_max(length)?;
+                if let Kind::Partial {
+                    final_id: Some(final_id),
+                } = &rec.kind
+                {
+                    self.check_final_total(final_id, &rec.id, length).await?;
+                }
+                self.check_quota_growth(rec, length, offset).await?;
                 rec.length = Some(length);
                 self.state.update(rec).await?;
                 Ok(())
@@ -129,11 +136,12 @@ impl Uploads {
         lock: &dyn UploadLock,
     ) -> Result<u64, Refusal> {
         let room = match rec.length {
-            Some(len) => len - offset,
+            Some(len) => len.saturating_sub(offset),
             None => self
                 .policy
                 .max_size
-                .map_or(u64::MAX, |m| m.saturating_sub(offset)),
+                .map_or(u64::MAX, |m| m.saturating_sub(offset))
+                .min(self.quota_room(rec, offset, req.body_length).await?),
         };
         if let Some(body_len) = req.body_length
             && body_len > room
@@ -155,7 +163,7 @@ impl Uploads {
         };
         let appended = self.data.append(&rec.id, incoming, limits).await;
         Metrics::add(&self.metrics.bytes_received, appended.received);
-        let new_offset = offset + appended.kept;
+        let new_offset = offset.saturating_add(appended.kept);
         if appended.verified == Some(false) && matches!(appended.end, BodyEnd::Complete) {
             self.touch(rec).await?;
             Metrics::add(&self.metrics.checksum_mismatches, 1);
