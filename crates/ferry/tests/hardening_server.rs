@@ -224,7 +224,391 @@ fn a_short_token_is_refused_at_start() {
     assert!(err.contains("at least 16"), "{err}");
 }
 
-#[allow(dead_code)]
-async fn status_text(r: reqwest::Response) -> String {
-    text(r).await
+/// A partial upload of `data`, complete; returns its URL path.
+async fn complete_part(env: &Env, token: &str, data: &[u8]) -> String {
+    let r = env
+        .post(
+            token,
+            Some(data.len() as u64),
+            &[],
+            &[("Upload-Concat", "partial")],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let url = ferry_testkit::tus::location(&r);
+    env.patch_ok(token, &url, 0, data).await;
+    url
+}
+
+/// POST of a final upload of `parts` named `name`.
+async fn post_final(env: &Env, parts: &[&str], name: &str) -> reqwest::Response {
+    let concat = format!("final;{}", parts.join(" "));
+    env.req(ANN, reqwest::Method::POST, "/uploads/")
+        .header("Upload-Concat", concat)
+        .header(
+            "Upload-Metadata",
+            ferry_testkit::tus::metadata(&[("filename", name)]),
+        )
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A partial upload whose length is deferred; returns its URL path.
+async fn deferred_part(env: &Env) -> String {
+    let r = env
+        .post(ANN, None, &[], &[("Upload-Concat", "partial")])
+        .await;
+    ferry_testkit::tus::location(&r)
+}
+
+/// An empty PATCH declaring a deferred length.
+async fn declare(env: &Env, url: &str, len: u64) -> reqwest::Response {
+    env.req(ANN, reqwest::Method::PATCH, url)
+        .header("Upload-Offset", "0")
+        .header("Upload-Length", len.to_string())
+        .header("Content-Type", "application/offset+octet-stream")
+        .body(Vec::new())
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A part named twice is refused, and a total over --max-upload-size is refused at creation
+/// (known lengths) or when a deferred length becomes known; lengths that overflow 64 bits are
+/// refused, not wrapped.
+#[tokio::test]
+async fn concatenated_sizes_are_checked() {
+    let env = Env::start(&["--max-upload-size", "10"]);
+    let p = complete_part(&env, ANN, b"abcdef").await;
+    let r = post_final(&env, &[&p, &p], "twice.bin").await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(text(r).await.contains("more than once"));
+    let q = complete_part(&env, ANN, b"ghijkl").await;
+    let r = post_final(&env, &[&p, &q], "twelve.bin").await;
+    assert_eq!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        text(r).await
+    );
+    assert_eq!(env.offset(ANN, &p).await, 6, "the part is intact");
+    assert!(!env.dir.join("twelve.bin").exists());
+
+    // Deferred parts: the total is checked as their lengths become known.
+    let d1 = deferred_part(&env).await;
+    let d2 = deferred_part(&env).await;
+    let r = post_final(&env, &[&d1, &d2], "deferred.bin").await;
+    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    let r = declare(&env, &d1, 6).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    let r = declare(&env, &d2, 6).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        text(r).await
+    );
+
+    // No size limit and no quota: lengths that add up past 2^64 are refused.
+    let env = Env::start(&["--quota", "off"]);
+    let d1 = deferred_part(&env).await;
+    let d2 = deferred_part(&env).await;
+    let r = post_final(&env, &[&d1, &d2], "huge.bin").await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = declare(&env, &d1, u64::MAX - 1).await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    let r = declare(&env, &d2, 2).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        text(r).await
+    );
+    assert!(!env.srv.log().contains("panicked"), "{}", env.srv.log());
+}
+
+/// Finals created at once naming the same parts: one wins and lands the file; the others are
+/// refused with 409 or 423 (never a 5xx), and the parts' records stay intact.
+#[tokio::test]
+async fn concurrent_finals_naming_the_same_parts_have_one_winner() {
+    let env = Env::start(&[]);
+    let a = random_bytes(MIB, 3);
+    let b = random_bytes(MIB, 4);
+    let p = complete_part(&env, ANN, &a).await;
+    let q = complete_part(&env, ANN, &b).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let (client, url) = (env.client.clone(), env.url("/uploads/"));
+        let concat = format!("final;{p} {q}");
+        let meta = ferry_testkit::tus::metadata(&[("filename", &format!("f{i}.bin"))]);
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("Tus-Resumable", "1.0.0")
+                .bearer_auth(ANN)
+                .header("Upload-Concat", concat)
+                .header("Upload-Metadata", meta)
+                .send()
+                .await
+                .unwrap();
+            (i, r.status(), r.text().await.unwrap())
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        let (i, status, body) = t.await.unwrap();
+        match status {
+            StatusCode::CREATED => winners.push(i),
+            StatusCode::CONFLICT | StatusCode::LOCKED => {}
+            s => panic!("final {i}: {s}: {body}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    let landed = std::fs::read(env.dir.join(format!("f{}.bin", winners[0]))).unwrap();
+    assert!(landed[..MIB] == a[..] && landed[MIB..] == b[..]);
+    for part in [&p, &q] {
+        assert_eq!(env.offset(ANN, part).await, MIB as u64);
+    }
+}
+
+/// The served directory on a small disk (tmpfs).
+fn on_small_disk(mib: usize, args: &[&str]) -> (Env, ferry_testkit::tmpfs::Tmpfs) {
+    let disk = ferry_testkit::tmpfs::Tmpfs::mount(mib);
+    let dir = disk.path().join("served");
+    std::fs::create_dir(&dir).unwrap();
+    let env = Env::start_in(
+        &dir,
+        tempfile::tempdir().unwrap(),
+        args,
+        env!("CARGO_BIN_EXE_ferry").as_ref(),
+    );
+    (env, disk)
+}
+
+fn staged_files(env: &Env) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(env.dir.join(".ferry/uploads"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A creation whose space reservation fails (507) leaves nothing behind: no staged file, no
+/// space held; uploads that fit still work.
+#[tokio::test]
+async fn a_failed_reservation_gives_its_space_back() {
+    let (env, _disk) = on_small_disk(16, &[]);
+    for _ in 0..3 {
+        let r = env
+            .post(ANN, Some(64 * MIB as u64), &[("filename", "big.bin")], &[])
+            .await;
+        assert_eq!(
+            r.status(),
+            StatusCode::INSUFFICIENT_STORAGE,
+            "{}",
+            text(r).await
+        );
+    }
+    assert_eq!(staged_files(&env), Vec::<String>::new());
+    let data = random_bytes(8 * MIB, 5);
+    upload(&env, "fits.bin", &data).await;
+    assert!(std::fs::read(env.dir.join("fits.bin")).unwrap() == data);
+}
+
+/// At start the server removes staged data no record owns (only names it creates, only in its
+/// staging directory); the data of a live upload stays and resumes.
+#[tokio::test]
+async fn staged_data_no_record_owns_is_removed_at_start() {
+    let mut env = Env::start(&[]);
+    let data = random_bytes(MIB, 6);
+    let live = env
+        .create(ANN, Some(data.len() as u64), &[("filename", "live.bin")])
+        .await;
+    env.patch_ok(ANN, &live, 0, &data[..1000]).await;
+    env.srv.kill_hard();
+    let staging = env.dir.join(".ferry/uploads");
+    let orphan = "0123456789abcdef0123456789abcdef";
+    for name in [
+        orphan.to_string(),
+        format!("{orphan}.unverified"),
+        "notes.txt".into(),
+    ] {
+        std::fs::write(staging.join(&name), b"x").unwrap();
+    }
+    let an_hour_ago = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for e in std::fs::read_dir(&staging).unwrap() {
+        let f = std::fs::File::options()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap();
+        f.set_modified(an_hour_ago).unwrap();
+    }
+    env.srv.restart();
+    assert!(
+        wait_until(Duration::from_secs(15), || !staging.join(orphan).exists()),
+        "{}",
+        env.srv.log()
+    );
+    assert!(!staging.join(format!("{orphan}.unverified")).exists());
+    assert!(
+        staging.join("notes.txt").exists(),
+        "not a name the server creates"
+    );
+    env.tus.client = reqwest::Client::new();
+    assert_eq!(env.offset(ANN, &live).await, 1000);
+    env.patch_ok(ANN, &live, 1000, &data[1000..]).await;
+    assert!(std::fs::read(env.dir.join("live.bin")).unwrap() == data);
+}
+
+/// Per-user quotas: unfinished uploads (429) and reserved + staged bytes (507), with messages
+/// that say what to do; another user is not affected; finishing an upload frees its share.
+#[tokio::test]
+async fn per_user_quotas() {
+    let env = Env::start(&["--quota", "3M", "--quota-uploads", "2"]);
+    let a = env
+        .create(ANN, Some(MIB as u64), &[("filename", "a")])
+        .await;
+    let r = env
+        .post(ANN, Some(3 * MIB as u64), &[("filename", "b")], &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::INSUFFICIENT_STORAGE);
+    assert!(text(r).await.contains("quota"));
+    let deferred = env.create(ANN, None, &[("filename", "d")]).await;
+    let r = env.post(ANN, Some(1), &[("filename", "c")], &[]).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(text(r).await.contains("unfinished uploads"));
+    // A deferred-length upload grows only up to the quota.
+    let r = env.patch(ANN, &deferred, 0, &vec![7u8; 3 * MIB]).await;
+    assert_eq!(
+        r.status(),
+        StatusCode::INSUFFICIENT_STORAGE,
+        "{}",
+        text(r).await
+    );
+    env.patch_ok(ANN, &deferred, 0, &vec![7u8; MIB]).await;
+    // Bob has his own.
+    env.create(BOB, Some(2 * MIB as u64), &[("filename", "bob")])
+        .await;
+    // Finishing frees the share.
+    env.patch_ok(ANN, &a, 0, &vec![1u8; MIB]).await;
+    env.create(ANN, Some(MIB as u64), &[("filename", "e")])
+        .await;
+}
+
+/// Who may replace a landed file: its uploader, or an admin; never another user, never an
+/// anonymous client under --public.
+#[tokio::test]
+async fn only_the_uploader_or_an_admin_replaces_a_file() {
+    let env = Env::start(&[]);
+    upload(&env, "ann.txt", b"ann's").await;
+    let over = [("filename", "ann.txt"), ("overwrite", "true")];
+    let r = env.post(BOB, Some(3), &over, &[]).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Ann replaces her own file; root (an admin) replaces anyone's.
+    let u = env.create(ANN, Some(3), &over).await;
+    env.patch_ok(ANN, &u, 0, b"v2!").await;
+    assert_eq!(std::fs::read(env.dir.join("ann.txt")).unwrap(), b"v2!");
+    let u = env.create(ROOT, Some(5), &over).await;
+    env.patch_ok(ROOT, &u, 0, b"admin").await;
+    assert_eq!(std::fs::read(env.dir.join("ann.txt")).unwrap(), b"admin");
+
+    let public = Env::start(&["--public"]);
+    let u = public.create("", Some(3), &[("filename", "p.txt")]).await;
+    public.patch_ok("", &u, 0, b"one").await;
+    let r = public
+        .post(
+            "",
+            Some(3),
+            &[("filename", "p.txt"), ("overwrite", "true")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(text(r).await.contains("anonymous"));
+    assert_eq!(std::fs::read(public.dir.join("p.txt")).unwrap(), b"one");
+    // An unfinished anonymous upload is not handed to another anonymous client.
+    public.create("", Some(3), &[("filename", "q.txt")]).await;
+    let r = public
+        .post(
+            "",
+            Some(3),
+            &[("filename", "q.txt"), ("overwrite", "true")],
+            &[],
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::LOCKED);
+    assert!(r.headers().get("location").is_none());
+}
+
+/// A raw HTTP/1.1 exchange: sends `head` and `body`, returns the answer's status line and
+/// headers.
+fn raw(port: u16, head: &str, body: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A chunked PATCH (no Content-Length) that reaches the upload's length lands the file, also
+/// when it goes on past it (413, the bytes up to the length kept and landed).
+#[tokio::test]
+async fn a_chunked_patch_that_reaches_the_length_lands() {
+    let env = Env::start(&[]);
+    for (name, body) in [
+        ("exact.txt", &b"0123456789"[..]),
+        ("past.txt", b"0123456789AB"),
+    ] {
+        let url = env.create(ANN, Some(10), &[("filename", name)]).await;
+        let head = format!(
+            "PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\nAuthorization: Bearer {ANN}\r\nUpload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let chunked = format!(
+            "{:x}\r\n{}\r\n0\r\n\r\n",
+            body.len(),
+            String::from_utf8_lossy(body)
+        );
+        let answer = raw(env.srv.port(), &head, chunked.as_bytes());
+        let expected = if body.len() == 10 { "204" } else { "413" };
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")),
+            "{answer}"
+        );
+        assert_eq!(std::fs::read(env.dir.join(name)).unwrap(), b"0123456789");
+    }
+}
+
+/// Names that only look alike are one name (NFC), and control, bidirectional and zero-width
+/// characters are refused.
+#[tokio::test]
+async fn look_alike_names_are_one_name_and_invisible_characters_are_refused() {
+    let env = Env::start(&[]);
+    let nfd = "e\u{301}t\u{e9}.txt"; // "été" with the first é decomposed
+    upload(&env, nfd, b"nfd").await;
+    let names: Vec<String> = std::fs::read_dir(&env.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".txt"))
+        .collect();
+    assert_eq!(names, ["\u{e9}t\u{e9}.txt"], "landed under its NFC name");
+    let r = env
+        .post(ANN, Some(3), &[("filename", "\u{e9}t\u{e9}.txt")], &[])
+        .await;
+    assert_eq!(r.status(), StatusCode::CONFLICT, "the NFC twin exists");
+    for bad in ["invoice\u{202e}fdp.exe", "a\u{200b}b.txt", "bell\u{7}.txt"] {
+        for key in ["filename", "path"] {
+            let r = env.post(ANN, Some(3), &[(key, bad)], &[]).await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{key} {bad:?}");
+            assert!(text(r).await.contains("refused"));
+        }
+    }
 }

@@ -174,6 +174,13 @@ impl Uploads {
         rec.offset = new_offset;
         self.touch(rec).await?;
         self.publish_progress(rec, new_offset);
+        let reached = rec.length == Some(new_offset);
+        if reached && !matches!(appended.end, BodyEnd::Complete) {
+            // Every byte is here though the body did not end cleanly (a chunked body that
+            // went on past the length, a client gone after its last byte): the upload lands
+            // now, and the answer still says how the body ended.
+            self.complete(rec, lock).await?;
+        }
         match appended.end {
             BodyEnd::Complete => {}
             BodyEnd::Overflow => {
@@ -204,7 +211,7 @@ impl Uploads {
                 return Err(refusal.unread_unless(appended.drained));
             }
         }
-        if rec.length == Some(new_offset) {
+        if reached {
             self.complete(rec, lock).await?;
         }
         Ok(new_offset)
