@@ -334,3 +334,25 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_fits_under_the_descriptor_limit() {
+        let derived = ConnLimits::derived_max();
+        assert!((16..=MAX_CONNECTIONS_DEFAULT).contains(&derived));
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        if limit > FDS_RESERVED + 16 * FDS_PER_CONNECTION {
+            assert!(derived as u64 * FDS_PER_CONNECTION + FDS_RESERVED <= limit);
+        }
+        let set = ConnLimits {
+            max_connections: Some(0),
+            ..ConnLimits::default()
+        };
+        assert_eq!(set.max(), 1);
+    }
+}

@@ -78,7 +78,8 @@ Examples:
       serve on 127.0.0.1:8080 with a generated token (printed at start)
   ferry serve ~/share --listen 0.0.0.0:8080 --users users.txt
       every user (one 'NAME TOKEN' per line) has their own uploads
-  ferry serve . --public --max-upload-size 10G --upload-expiry 2h
+  ferry serve . --public --max-upload-size 10G --upload-expiry 2h --quota 20G
+      anyone may upload new files (never replace one); each user holds at most 20G unfinished
 
 URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 endpoint,
 / is the upload page with the listing, /metrics has Prometheus counters. Send the token as
@@ -220,7 +221,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TOKEN", group = "auth")]
     pub token: Option<String>,
 
-    /// Users file: one 'NAME TOKEN' per line, '#' comments.
+    /// Users file: one 'NAME TOKEN' per line ('NAME TOKEN admin': may replace any file), '#'
+    /// comments.
     #[arg(long, value_name = "FILE", group = "auth")]
     pub users: Option<PathBuf>,
 

@@ -375,3 +375,25 @@ impl Uploads {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn names_are_nfc_and_free_of_invisible_characters() {
+        assert_eq!(plain_name("e\u{301}t\u{e9}").unwrap(), "\u{e9}t\u{e9}");
+        assert_eq!(plain_name("a/b c.txt").unwrap(), "a/b c.txt");
+        for bad in [
+            "x\u{202e}gpj.exe",
+            "a\u{200b}b",
+            "a\u{2066}b",
+            "\u{feff}a",
+            "a\u{7}b",
+            "a\nb",
+            "\u{061c}a",
+        ] {
+            assert!(plain_name(bad).is_err(), "{bad:?}");
+        }
+    }
+}
