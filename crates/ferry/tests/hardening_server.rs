@@ -224,6 +224,14 @@ fn a_short_token_is_refused_at_start() {
     assert!(err.contains("at least 16"), "{err}");
 }
 
+/// Asserts the answer's status (showing its body when it differs); returns the body.
+async fn expect(r: reqwest::Response, status: StatusCode) -> String {
+    let got = r.status();
+    let body = r.text().await.unwrap_or_default();
+    assert_eq!(got, status, "{body}");
+    body
+}
+
 /// A partial upload of `data`, complete; returns its URL path.
 async fn complete_part(env: &Env, token: &str, data: &[u8]) -> String {
     let r = env
@@ -286,12 +294,7 @@ async fn concatenated_sizes_are_checked() {
     assert!(text(r).await.contains("more than once"));
     let q = complete_part(&env, ANN, b"ghijkl").await;
     let r = post_final(&env, &[&p, &q], "twelve.bin").await;
-    assert_eq!(
-        r.status(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        text(r).await
-    );
+    expect(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert_eq!(env.offset(ANN, &p).await, 6, "the part is intact");
     assert!(!env.dir.join("twelve.bin").exists());
 
@@ -299,16 +302,11 @@ async fn concatenated_sizes_are_checked() {
     let d1 = deferred_part(&env).await;
     let d2 = deferred_part(&env).await;
     let r = post_final(&env, &[&d1, &d2], "deferred.bin").await;
-    assert_eq!(r.status(), StatusCode::CREATED, "{}", text(r).await);
+    expect(r, StatusCode::CREATED).await;
     let r = declare(&env, &d1, 6).await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    expect(r, StatusCode::NO_CONTENT).await;
     let r = declare(&env, &d2, 6).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        text(r).await
-    );
+    expect(r, StatusCode::PAYLOAD_TOO_LARGE).await;
 
     // No size limit and no quota: lengths that add up past 2^64 are refused.
     let env = Env::start(&["--quota", "off"]);
@@ -317,14 +315,9 @@ async fn concatenated_sizes_are_checked() {
     let r = post_final(&env, &[&d1, &d2], "huge.bin").await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let r = declare(&env, &d1, u64::MAX - 1).await;
-    assert_eq!(r.status(), StatusCode::NO_CONTENT, "{}", text(r).await);
+    expect(r, StatusCode::NO_CONTENT).await;
     let r = declare(&env, &d2, 2).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        text(r).await
-    );
+    expect(r, StatusCode::PAYLOAD_TOO_LARGE).await;
     assert!(!env.srv.log().contains("panicked"), "{}", env.srv.log());
 }
 
@@ -404,12 +397,7 @@ async fn a_failed_reservation_gives_its_space_back() {
         let r = env
             .post(ANN, Some(64 * MIB as u64), &[("filename", "big.bin")], &[])
             .await;
-        assert_eq!(
-            r.status(),
-            StatusCode::INSUFFICIENT_STORAGE,
-            "{}",
-            text(r).await
-        );
+        expect(r, StatusCode::INSUFFICIENT_STORAGE).await;
     }
     assert_eq!(staged_files(&env), Vec::<String>::new());
     let data = random_bytes(8 * MIB, 5);
@@ -481,12 +469,7 @@ async fn per_user_quotas() {
     assert!(text(r).await.contains("unfinished uploads"));
     // A deferred-length upload grows only up to the quota.
     let r = env.patch(ANN, &deferred, 0, &vec![7u8; 3 * MIB]).await;
-    assert_eq!(
-        r.status(),
-        StatusCode::INSUFFICIENT_STORAGE,
-        "{}",
-        text(r).await
-    );
+    expect(r, StatusCode::INSUFFICIENT_STORAGE).await;
     env.patch_ok(ANN, &deferred, 0, &vec![7u8; MIB]).await;
     // Bob has his own.
     env.create(BOB, Some(2 * MIB as u64), &[("filename", "bob")])
@@ -495,6 +478,17 @@ async fn per_user_quotas() {
     env.patch_ok(ANN, &a, 0, &vec![1u8; MIB]).await;
     env.create(ANN, Some(MIB as u64), &[("filename", "e")])
         .await;
+}
+
+/// A creation of 3 bytes to `name` with `overwrite: true`.
+async fn overwrite(env: &Env, token: &str, name: &str) -> reqwest::Response {
+    env.post(
+        token,
+        Some(3),
+        &[("filename", name), ("overwrite", "true")],
+        &[],
+    )
+    .await
 }
 
 /// Who may replace a landed file: its uploader, or an admin; never another user, never an
@@ -517,27 +511,13 @@ async fn only_the_uploader_or_an_admin_replaces_a_file() {
     let public = Env::start(&["--public"]);
     let u = public.create("", Some(3), &[("filename", "p.txt")]).await;
     public.patch_ok("", &u, 0, b"one").await;
-    let r = public
-        .post(
-            "",
-            Some(3),
-            &[("filename", "p.txt"), ("overwrite", "true")],
-            &[],
-        )
-        .await;
+    let r = overwrite(&public, "", "p.txt").await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(text(r).await.contains("anonymous"));
     assert_eq!(std::fs::read(public.dir.join("p.txt")).unwrap(), b"one");
     // An unfinished anonymous upload is not handed to another anonymous client.
     public.create("", Some(3), &[("filename", "q.txt")]).await;
-    let r = public
-        .post(
-            "",
-            Some(3),
-            &[("filename", "q.txt"), ("overwrite", "true")],
-            &[],
-        )
-        .await;
+    let r = overwrite(&public, "", "q.txt").await;
     assert_eq!(r.status(), StatusCode::LOCKED);
     assert!(r.headers().get("location").is_none());
 }
