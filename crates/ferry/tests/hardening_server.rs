@@ -156,6 +156,29 @@ async fn half_open_connections_neither_block_others_nor_stay_forever() {
     assert!(download(&env, "/files/served.bin").await == served);
 }
 
+/// A client that stops reading a download holds its connection only for the keep-alive
+/// timeout: no byte moved and no request in a handler, the server closes it.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected() {
+    let env = Env::start(&["--keepalive-timeout", "2s"]);
+    std::fs::write(env.dir.join("big.bin"), random_bytes(64 * MIB, 7)).unwrap();
+    let before = env.open_fds();
+    let mut s = TcpStream::connect(("127.0.0.1", env.srv.port())).unwrap();
+    write!(
+        s,
+        "GET /files/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ANN}\r\n\r\n"
+    )
+    .unwrap();
+    // Accepted and sending (socket, its duplicate, the file) …
+    assert!(wait_until(Duration::from_secs(10), || env.open_fds() > before));
+    // … then, with the client reading nothing, closed.
+    assert!(
+        wait_until(Duration::from_secs(30), || env.open_fds() <= before),
+        "the stalled download's connection stayed open"
+    );
+    drop(s);
+}
+
 /// At the connection cap, further clients wait for a slot (the server does not accept more
 /// descriptors than the cap allows), and are served once stalled connections time out.
 #[tokio::test]

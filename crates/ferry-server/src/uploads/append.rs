@@ -171,6 +171,7 @@ impl Uploads {
         }
         // The offset is committed only by the lock's holder.
         lock.check().await?;
+        self.refresh_claim(rec).await?;
         rec.offset = new_offset;
         self.touch(rec).await?;
         self.publish_progress(rec, new_offset);
@@ -215,6 +216,18 @@ impl Uploads {
             self.complete(rec, lock).await?;
         }
         Ok(new_offset)
+    }
+
+    /// A partial upload read before its body was written may have been claimed by a final
+    /// upload meanwhile (concatenation-unfinished): its record is rewritten with that claim,
+    /// never without it.
+    async fn refresh_claim(&self, rec: &mut UploadRecord) -> Result<(), Refusal> {
+        if matches!(rec.kind, Kind::Partial { .. })
+            && let Some(stored) = self.state.get(&rec.id).await?
+        {
+            rec.kind = stored.kind;
+        }
+        Ok(())
     }
 
     /// Renews an active upload's expiry after a write. The record is rewritten only when the
