@@ -77,15 +77,16 @@ Examples:
   ferry serve ~/share
       serve on 127.0.0.1:8080 with a generated token (printed at start)
   ferry serve ~/share --listen 0.0.0.0:8080 --users users.txt
-      every user (one 'NAME TOKEN' per line) has their own uploads
+      every user (one 'NAME TOKEN' per line) has their own uploads and files
   ferry serve . --public --max-upload-size 10G --upload-expiry 2h --quota 20G
-      anyone may upload new files (never replace one); each user holds at most 20G unfinished
+      anyone may upload new files (never replace one); unfinished uploads hold at most 20G
 
 URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 endpoint,
 / is the upload page with the listing, /metrics has Prometheus counters. Send the token as
 'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
 Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
-an existing file is replaced only when the upload's metadata has overwrite=true.
+an existing file is replaced only when the upload's metadata has overwrite=true and the user
+landed that file or is an admin ('NAME TOKEN admin' in the users file).
 Several instances can serve one (shared) DIR behind a load balancer with --store redis://HOST:PORT/0.";
 
 #[derive(Args, Debug)]

@@ -181,8 +181,17 @@ fn parse_duration(text: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{off_or, parse_duration};
+    use ferry_core::limits::parse_size;
     use std::time::Duration;
+
+    #[test]
+    fn quotas() {
+        assert_eq!(off_or("off", parse_size), Some(None));
+        assert_eq!(off_or("2G", parse_size), Some(Some(2 << 30)));
+        assert_eq!(off_or("lots", parse_size), None);
+        assert_eq!(off_or("12", |t| t.parse().ok()), Some(Some(12)));
+    }
 
     #[test]
     fn durations() {
