@@ -2,11 +2,11 @@
 //! metrics, CORS, method override, authentication), the expiry task and graceful shutdown.
 
 use crate::auth::{self, Auth};
+use crate::connections::ConnLimits;
 use crate::data::DataStore;
 use crate::data::local::LocalDir;
 use crate::metrics::Metrics;
 use crate::safepath::STATE_DIR;
-use crate::socket::ConnSocket;
 use crate::store::redb::RedbStore;
 use crate::store::redis::RedisStore;
 use crate::store::{StateStore, StoreError};
@@ -22,6 +22,10 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Staged data younger than this is never taken for an orphan: another instance sharing the
+/// directory may be between creating an upload's data and its record.
+const ORPHAN_MIN_AGE: Duration = Duration::from_secs(600);
 
 /// What `ferry serve` was asked for.
 #[derive(Debug, Clone)]
@@ -39,6 +43,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// Where upload state lives.
     pub state: StateChoice,
+    /// Bounds on connections (header and keep-alive timeouts, the connection cap).
+    pub connections: ConnLimits,
+    /// Most bytes one user's unfinished uploads may reserve or stage (`None`: no limit).
+    pub quota_bytes: Option<u64>,
+    /// Most unfinished uploads one user may have (`None`: no limit).
+    pub quota_uploads: Option<u64>,
 }
 
 /// Where a server keeps its upload state.
@@ -54,7 +64,7 @@ pub enum StateChoice {
 
 impl ServerConfig {
     /// Serves `root` to `auth`'s users with the default limits (no size limit, 24 h expiry,
-    /// 60 s idle timeout).
+    /// 60 s idle timeout, the default connection limits and per-user quotas).
     pub fn new(root: impl Into<PathBuf>, auth: Auth) -> ServerConfig {
         ServerConfig {
             root: root.into(),
@@ -63,6 +73,9 @@ impl ServerConfig {
             upload_expiry: Duration::from_secs(24 * 3600),
             idle_timeout: Duration::from_secs(60),
             state: StateChoice::Embedded,
+            connections: ConnLimits::default(),
+            quota_bytes: Some(crate::uploads::DEFAULT_QUOTA_BYTES),
+            quota_uploads: Some(crate::uploads::DEFAULT_QUOTA_UPLOADS),
         }
     }
 }
@@ -89,6 +102,7 @@ pub struct Server {
     auth: Arc<Auth>,
     metrics: Arc<Metrics>,
     uploads: Arc<Uploads>,
+    connections: ConnLimits,
 }
 
 impl Server {
@@ -130,6 +144,8 @@ impl Server {
         policy.expiry = config.upload_expiry;
         policy.idle_timeout = config.idle_timeout;
         policy.multi_user = config.auth.multi_user();
+        policy.quota_bytes = config.quota_bytes;
+        policy.quota_uploads = config.quota_uploads;
         let uploads = Arc::new(Uploads::new(state, data.clone(), metrics.clone(), policy));
         Server {
             root,
@@ -137,6 +153,7 @@ impl Server {
             auth: Arc::new(config.auth.clone()),
             metrics,
             uploads,
+            connections: config.connections,
         }
     }
 
@@ -203,9 +220,21 @@ impl Server {
         let expiry = tokio::spawn(async move {
             let every = (uploads.policy().expiry / 4)
                 .clamp(Duration::from_millis(250), Duration::from_secs(60));
+            let mut orphans_checked = false;
             loop {
                 // One instance at a time sweeps (each upload is still expired under its lock).
                 match uploads.state().sweep_lock().await {
+                    Ok(Some(_sweeping)) if !orphans_checked => {
+                        // Once, at start: staged data no record owns (a crash between the two,
+                        // a store that lost its records) goes.
+                        orphans_checked = true;
+                        match uploads.remove_orphans(ORPHAN_MIN_AGE).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!("removed {n} staged upload(s) no record owns"),
+                            Err(e) => tracing::warn!("removing staged data no record owns: {e}"),
+                        }
+                        continue;
+                    }
                     Ok(Some(_sweeping)) => match uploads.expire().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!("expired {n} unfinished upload(s)"),
@@ -235,21 +264,18 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        let result = tokio::select! {
-            r = axum::serve(listener, app).with_graceful_shutdown(signal) => r,
-            _ = grace => Ok(()),
-        };
+        tokio::select! {
+            () = crate::connections::serve(listener, app, self.connections, signal) => {}
+            () = grace => {}
+        }
         expiry.abort();
-        result
+        Ok(())
     }
 }
 
-/// Applies `X-HTTP-Method-Override` (for clients that can only send GET and POST) before routing;
-/// every request carries its connection's socket ([`ConnSocket`]).
-fn method_override(
-    router: Router,
-) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, ConnSocket> {
-    let overridden = Router::new().fallback_service(tower::ServiceExt::<Request>::map_request(
+/// Applies `X-HTTP-Method-Override` (for clients that can only send GET and POST) before routing.
+fn method_override(router: Router) -> Router {
+    Router::new().fallback_service(tower::ServiceExt::<Request>::map_request(
         router,
         |mut req: Request| {
             if req.method() == Method::POST
@@ -260,8 +286,7 @@ fn method_override(
             }
             req
         },
-    ));
-    overridden.into_make_service_with_connect_info::<ConnSocket>()
+    ))
 }
 
 /// Headers a browser script may read from our responses.

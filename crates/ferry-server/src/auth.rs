@@ -9,25 +9,54 @@ use ferry_http::token::{TOKEN_COOKIE as COOKIE, TokenSource, token_of};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The authenticated user of a request (empty name in public mode).
+/// The authenticated user of a request: a name (empty in public mode) and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User(pub Arc<str>);
+pub struct User(pub Arc<str>, pub Role);
+
+/// What a user may do beyond its own uploads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Role {
+    /// No token (`--public`, or tus discovery): never replaces an existing file.
+    Anonymous,
+    /// A token holder: replaces only the files it landed.
+    Member,
+    /// A users-file line marked `admin`: may replace any file.
+    Admin,
+}
+
+impl User {
+    /// The anonymous user of `--public` (and of token-free requests such as tus discovery).
+    pub fn anonymous() -> User {
+        User(Arc::from(""), Role::Anonymous)
+    }
+
+    /// Whether this is the anonymous user.
+    pub fn is_anonymous(&self) -> bool {
+        self.1 == Role::Anonymous
+    }
+
+    /// Whether this user is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.1 == Role::Admin
+    }
+}
 
 /// How requests are authenticated.
 #[derive(Debug, Clone)]
 pub enum Auth {
     /// Everyone is the same anonymous user.
     Public,
-    /// Tokens (stored as BLAKE3 hashes) mapped to user names.
-    Tokens(HashMap<[u8; 32], Arc<str>>),
+    /// Tokens (stored as BLAKE3 hashes) mapped to users.
+    Tokens(HashMap<[u8; 32], User>),
 }
 
 /// A malformed users file.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UsersError {
-    /// A line that is not exactly two words, a name and a token.
-    #[error("line {line}: expected 'NAME TOKEN', got {got:?}")]
+    /// A line that is not a name, a token and optionally the word `admin`.
+    #[error("line {line}: expected 'NAME TOKEN' or 'NAME TOKEN admin', got {got:?}")]
     Syntax {
         /// The line's number, counting from 1.
         line: usize,
@@ -57,15 +86,41 @@ pub enum UsersError {
     Empty,
 }
 
+/// The fewest characters a `--token` may have (a users file's tokens need 8, as before).
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+/// A single token (`--token`) too short to resist guessing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--token has {chars} characters; use at least {MIN_TOKEN_CHARS} (e.g. `openssl rand -hex 16`), or leave --token out and use the generated one"
+)]
+pub struct ShortToken {
+    /// How many characters it has.
+    pub chars: usize,
+}
+
 impl Auth {
-    /// One user, named `user`, with one token.
-    pub fn single(token: &str) -> Auth {
-        Auth::Tokens(HashMap::from([(hash(token), Arc::from("user"))]))
+    /// One user, named `user`, with a token of at least [`MIN_TOKEN_CHARS`] characters.
+    pub fn token(token: &str) -> Result<Auth, ShortToken> {
+        let chars = token.trim().chars().count();
+        if chars < MIN_TOKEN_CHARS {
+            return Err(ShortToken { chars });
+        }
+        Ok(Auth::single(token))
     }
 
-    /// Parses a users file: one `NAME TOKEN` per line; blank lines and `#` comments skipped.
+    /// One user, named `user`, with one token (any length: see [`Auth::token`]).
+    pub fn single(token: &str) -> Auth {
+        Auth::Tokens(HashMap::from([(
+            hash(token),
+            User(Arc::from("user"), Role::Member),
+        )]))
+    }
+
+    /// Parses a users file: one `NAME TOKEN` per line, or `NAME TOKEN admin` for a user who
+    /// may replace any file; blank lines and `#` comments skipped.
     pub fn parse_users(text: &str) -> Result<Auth, UsersError> {
-        let mut map: HashMap<[u8; 32], Arc<str>> = HashMap::new();
+        let mut map: HashMap<[u8; 32], User> = HashMap::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let content = raw.trim();
@@ -73,11 +128,17 @@ impl Auth {
                 continue;
             }
             let mut words = content.split_whitespace();
-            let (Some(name), Some(token), None) = (words.next(), words.next(), words.next()) else {
-                return Err(UsersError::Syntax {
-                    line,
-                    got: content.to_owned(),
-                });
+            let syntax = || UsersError::Syntax {
+                line,
+                got: content.to_owned(),
+            };
+            let (Some(name), Some(token)) = (words.next(), words.next()) else {
+                return Err(syntax());
+            };
+            let role = match (words.next(), words.next()) {
+                (None, _) => Role::Member,
+                (Some("admin"), None) => Role::Admin,
+                _ => return Err(syntax()),
             };
             if token.len() < 8 {
                 return Err(UsersError::ShortToken {
@@ -85,11 +146,11 @@ impl Auth {
                     user: name.to_owned(),
                 });
             }
-            if let Some(other) = map.insert(hash(token), Arc::from(name)) {
+            if let Some(other) = map.insert(hash(token), User(Arc::from(name), role)) {
                 return Err(UsersError::DuplicateToken {
                     line,
                     user: name.to_owned(),
-                    other: other.to_string(),
+                    other: other.0.to_string(),
                 });
             }
         }
@@ -105,7 +166,7 @@ impl Auth {
         match self {
             Auth::Public => false,
             Auth::Tokens(map) => {
-                let mut names: Vec<&Arc<str>> = map.values().collect();
+                let mut names: Vec<&Arc<str>> = map.values().map(|u| &u.0).collect();
                 names.sort();
                 names.dedup();
                 names.len() > 1
@@ -116,8 +177,8 @@ impl Auth {
     /// The user a token belongs to.
     pub fn user(&self, token: Option<&str>) -> Option<User> {
         match self {
-            Auth::Public => Some(User(Arc::from(""))),
-            Auth::Tokens(map) => map.get(&hash(token?)).cloned().map(User),
+            Auth::Public => Some(User::anonymous()),
+            Auth::Tokens(map) => map.get(&hash(token?)).cloned(),
         }
     }
 }
@@ -138,7 +199,7 @@ pub use ferry_http::token::request_token;
 /// tus discovery (`OPTIONS`) needs no token.
 pub async fn require_user(State(auth): State<Arc<Auth>>, mut req: Request, next: Next) -> Response {
     if req.method() == axum::http::Method::OPTIONS {
-        req.extensions_mut().insert(User(Arc::from("")));
+        req.extensions_mut().insert(User::anonymous());
         return next.run(req).await;
     }
     let token = token_of(&req);
@@ -197,6 +258,16 @@ mod tests {
             Err(UsersError::Empty)
         ));
         assert!(!Auth::single("tok").multi_user());
+        let auth = Auth::parse_users("ann secret-ann\nroot secret-root admin\n").unwrap();
+        assert!(auth.user(Some("secret-root")).unwrap().is_admin());
+        assert!(!auth.user(Some("secret-ann")).unwrap().is_admin());
+        assert!(matches!(
+            Auth::parse_users("root secret-root superuser\n"),
+            Err(UsersError::Syntax { line: 1, .. })
+        ));
+        assert!(Auth::Public.user(None).unwrap().is_anonymous());
+        assert!(Auth::token("short").is_err());
+        assert!(Auth::token("sixteen-chars-ok").is_ok());
         assert_eq!(Auth::Public.user(None).unwrap().0.as_ref(), "");
     }
 }

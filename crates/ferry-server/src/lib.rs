@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod connections;
 pub mod data;
 pub mod files;
 pub mod listing;

@@ -26,6 +26,11 @@ impl Connected<IncomingStream<'_, TcpListener>> for ConnSocket {
 }
 
 impl ConnSocket {
+    /// The socket of an accepted connection (a duplicate of its descriptor).
+    pub(crate) fn of(stream: &impl AsFd) -> ConnSocket {
+        ConnSocket(stream.as_fd().try_clone_to_owned().ok().map(Arc::new))
+    }
+
     #[cfg(test)]
     pub(crate) fn from_fd(fd: OwnedFd) -> ConnSocket {
         ConnSocket(Some(Arc::new(fd)))

@@ -110,7 +110,15 @@ async fn contract(store: &dyn StateStore) {
         .expect("released on drop");
     assert!(second.fence() > fence, "a later holder has a higher fence");
     second.check().await.unwrap();
-    drop((second, other));
+    // A final upload claims its parts under locks named `claim:<id>`: a name of its own, not
+    // the part's write lock, and one claimant at a time.
+    let claim = store
+        .try_lock("claim:d")
+        .await
+        .unwrap()
+        .expect("a claim is not the upload's lock");
+    assert!(store.try_lock("claim:d").await.unwrap().is_none());
+    drop((second, other, claim));
 }
 
 #[tokio::test]

@@ -77,14 +77,16 @@ Examples:
   ferry serve ~/share
       serve on 127.0.0.1:8080 with a generated token (printed at start)
   ferry serve ~/share --listen 0.0.0.0:8080 --users users.txt
-      every user (one 'NAME TOKEN' per line) has their own uploads
-  ferry serve . --public --max-upload-size 10G --upload-expiry 2h
+      every user (one 'NAME TOKEN' per line) has their own uploads and files
+  ferry serve . --public --max-upload-size 10G --upload-expiry 2h --quota 20G
+      anyone may upload new files (never replace one); unfinished uploads hold at most 20G
 
 URLs: /files/<path> downloads (Range, If-Range, ETag), /uploads/ is the tus 1.0 endpoint,
 / is the upload page with the listing, /metrics has Prometheus counters. Send the token as
 'Authorization: Bearer TOKEN', or as ?token=TOKEN in a browser link.
 Uploads are staged in DIR/.ferry and land at their metadata 'filename' (or 'path') when complete;
-an existing file is replaced only when the upload's metadata has overwrite=true.
+an existing file is replaced only when the upload's metadata has overwrite=true and the user
+landed that file or is an admin ('NAME TOKEN admin' in the users file).
 Several instances can serve one (shared) DIR behind a load balancer with --store redis://HOST:PORT/0.";
 
 #[derive(Args, Debug)]
@@ -220,7 +222,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "TOKEN", group = "auth")]
     pub token: Option<String>,
 
-    /// Users file: one 'NAME TOKEN' per line, '#' comments.
+    /// Users file: one 'NAME TOKEN' per line ('NAME TOKEN admin': may replace any file), '#'
+    /// comments.
     #[arg(long, value_name = "FILE", group = "auth")]
     pub users: Option<PathBuf>,
 
@@ -241,6 +244,37 @@ pub struct ServeArgs {
     /// embedded database in DIR/.ferry (one instance).
     #[arg(long, value_name = "URL", env = "FERRY_STORE", hide_env_values = true)]
     pub store: Option<String>,
+
+    /// Close a connection that has not sent a request's headers within this time (also an idle
+    /// kept-alive HTTP/1 connection waiting for its next request).
+    #[arg(
+        long = "header-timeout",
+        value_name = "DURATION",
+        default_value = "60s"
+    )]
+    pub header_timeout: String,
+
+    /// Close a connection on which nothing moved for this long while no request was being
+    /// handled (an idle HTTP/2 connection, a client that stopped reading a download).
+    #[arg(
+        long = "keepalive-timeout",
+        value_name = "DURATION",
+        default_value = "75s"
+    )]
+    pub keepalive_timeout: String,
+
+    /// Serve at most this many connections at once; more wait until one closes. Default:
+    /// derived from the open-file limit, at most 4096.
+    #[arg(long = "max-connections", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Per-user quota of bytes that unfinished uploads reserve or stage (e.g. 50G), or 'off'.
+    #[arg(long, value_name = "SIZE", default_value = "1T")]
+    pub quota: String,
+
+    /// Per-user limit on unfinished uploads, or 'off'.
+    #[arg(long = "quota-uploads", value_name = "N", default_value = "1000")]
+    pub quota_uploads: String,
 }
 
 const GET_EXAMPLES: &str = "\

@@ -100,10 +100,7 @@ fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<String>), String> {
     let auth = if args.public {
         Auth::Public
     } else if let Some(token) = &args.token {
-        if token.trim().is_empty() {
-            return Err("--token is empty".into());
-        }
-        Auth::single(token)
+        Auth::token(token).map_err(|e| e.to_string())?
     } else if let Some(path) = &args.users {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read users file {}: {e}", path.display()))?;
@@ -130,13 +127,40 @@ fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<String>), String> {
         }
         config.state = StateChoice::Redis(url.clone());
     }
-    config.upload_expiry = parse_duration(&args.upload_expiry).ok_or_else(|| {
+    config.upload_expiry = duration_flag("--upload-expiry", &args.upload_expiry)?;
+    config.connections.header_timeout = duration_flag("--header-timeout", &args.header_timeout)?;
+    config.connections.keepalive_timeout =
+        duration_flag("--keepalive-timeout", &args.keepalive_timeout)?;
+    if let Some(n) = args.max_connections {
+        if n == 0 {
+            return Err("--max-connections must be at least 1".into());
+        }
+        config.connections.max_connections = Some(n);
+    }
+    config.quota_bytes = off_or(&args.quota, parse_size)
+        .ok_or_else(|| format!("--quota {:?}: expected a size like 50G, or off", args.quota))?;
+    config.quota_uploads = off_or(&args.quota_uploads, |t| t.parse().ok()).ok_or_else(|| {
         format!(
-            "--upload-expiry {:?}: expected a duration like 90s, 30m, 24h or 7d",
-            args.upload_expiry
+            "--quota-uploads {:?}: expected a number, or off",
+            args.quota_uploads
         )
     })?;
     Ok((config, generated))
+}
+
+/// `off` (no limit: `Some(None)`), a value `parse` accepts, or `None` when it accepts nothing.
+fn off_or(text: &str, parse: impl Fn(&str) -> Option<u64>) -> Option<Option<u64>> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        Some(None)
+    } else {
+        parse(text.trim()).map(Some)
+    }
+}
+
+/// A duration option's value, or the message that says what was expected.
+fn duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .ok_or_else(|| format!("{flag} {text:?}: expected a duration like 90s, 30m, 24h or 7d"))
 }
 
 /// `90s`, `30m`, `24h`, `7d`, or plain seconds.
@@ -157,8 +181,17 @@ fn parse_duration(text: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration;
+    use super::{off_or, parse_duration};
+    use ferry_core::limits::parse_size;
     use std::time::Duration;
+
+    #[test]
+    fn quotas() {
+        assert_eq!(off_or("off", parse_size), Some(None));
+        assert_eq!(off_or("2G", parse_size), Some(Some(2 << 30)));
+        assert_eq!(off_or("lots", parse_size), None);
+        assert_eq!(off_or("12", |t| t.parse().ok()), Some(Some(12)));
+    }
 
     #[test]
     fn durations() {

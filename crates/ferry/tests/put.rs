@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
-const TOKEN: &str = "put-test-token";
+const TOKEN: &str = "put-test-token-sixteen";
 
 /// A served directory, a data dir for upload journals, and a scratch dir for source files.
 struct Env {

@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
-const ANN: &str = "token-of-ann";
+const ANN: &str = "token-of-ann-sixteen";
 const BOB: &str = "token-of-bob";
 
 /// Redis, two instances over one directory (users ann and bob), and a client.

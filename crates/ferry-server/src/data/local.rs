@@ -51,16 +51,47 @@ impl LocalDir {
     /// Creates the empty data file of a new upload and, when the length is known, reserves the
     /// disk space for it (so a full disk is reported at creation, not half-way).
     fn create_sync(&self, id: &str, length: Option<u64>) -> io::Result<()> {
+        let path = self.data_path(id);
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .open(self.data_path(id))?;
+            .open(&path)?;
         if let Some(len) = length
             && len > 0
+            && let Err(e) = reserve(&file, len)
         {
-            reserve(&file, len)?;
+            // A failed reservation may have kept what it got (ext4 does): give it all back.
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
         }
         Ok(())
+    }
+
+    /// The upload ids whose staged files (data or unverified-bytes marks) are in the staging
+    /// directory and untouched for `min_age`. Only names this store creates count.
+    fn staged_sync(&self, min_age: std::time::Duration) -> io::Result<Vec<String>> {
+        let mut ids = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let id = name.strip_suffix(".unverified").unwrap_or(name);
+            let ours = id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            let meta = entry.metadata()?;
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| m.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if ours && meta.is_file() && old {
+                ids.insert(id.to_owned());
+            }
+        }
+        Ok(ids.into_iter().collect())
     }
 
     /// Bytes staged so far (the upload's offset), `None` if the data file is gone.
@@ -186,7 +217,10 @@ impl LocalDir {
     /// and cuts off a half-done one; the parts after the first stay intact until the caller
     /// deletes them; and once the result is renamed to `id`, it is recognised by its length.
     fn assemble_sync(&self, id: &str, parts: &[String], lengths: &[u64]) -> io::Result<u64> {
-        let total: u64 = lengths.iter().sum();
+        let total = lengths
+            .iter()
+            .try_fold(0u64, |sum, &len| sum.checked_add(len))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "lengths overflow"))?;
         let dest = self.data_path(id);
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == total) {
             return Ok(total); // done before a crash
@@ -200,7 +234,7 @@ impl LocalDir {
         let mut reached = lengths[0];
         for (part, &len) in parts.iter().zip(lengths).skip(1) {
             let have = base.metadata()?.len();
-            if have >= reached + len {
+            if have >= reached.saturating_add(len) {
                 reached += len; // appended before a crash
                 continue;
             }
@@ -356,6 +390,15 @@ impl DataStore for LocalDir {
                 .map_err(|e| DataError::io("discarding unverified bytes", e))?;
         }
         Ok(())
+    }
+
+    async fn staged(&self, min_age: std::time::Duration) -> Result<Vec<String>, DataError> {
+        let dir = self.clone();
+        blocking("listing staged uploads", move || {
+            dir.staged_sync(min_age)
+                .map_err(|e| DataError::io("listing staged uploads", e))
+        })
+        .await
     }
 
     async fn delete(&self, id: &str) -> Result<(), DataError> {

@@ -185,6 +185,13 @@ pub trait DataStore: Send + Sync + 'static {
     /// checked are cut off). Called under the upload's lock before it is written to.
     async fn recover(&self, id: &str) -> Result<(), DataError>;
 
+    /// The ids of uploads with staged data untouched for `min_age` (for removing data no
+    /// record owns). The default lists none.
+    async fn staged(&self, min_age: Duration) -> Result<Vec<String>, DataError> {
+        let _ = min_age;
+        Ok(Vec::new())
+    }
+
     /// Deletes an upload's staged data (missing is fine).
     async fn delete(&self, id: &str) -> Result<(), DataError>;
 

@@ -111,6 +111,13 @@ impl Uploads {
                     )));
                 }
                 self.check_max(length)?;
+                if let Kind::Partial {
+                    final_id: Some(final_id),
+                } = &rec.kind
+                {
+                    self.check_final_total(final_id, &rec.id, length).await?;
+                }
+                self.check_quota_growth(rec, length, offset).await?;
                 rec.length = Some(length);
                 self.state.update(rec).await?;
                 Ok(())
@@ -129,11 +136,12 @@ impl Uploads {
         lock: &dyn UploadLock,
     ) -> Result<u64, Refusal> {
         let room = match rec.length {
-            Some(len) => len - offset,
+            Some(len) => len.saturating_sub(offset),
             None => self
                 .policy
                 .max_size
-                .map_or(u64::MAX, |m| m.saturating_sub(offset)),
+                .map_or(u64::MAX, |m| m.saturating_sub(offset))
+                .min(self.quota_room(rec, offset, req.body_length).await?),
         };
         if let Some(body_len) = req.body_length
             && body_len > room
@@ -155,7 +163,7 @@ impl Uploads {
         };
         let appended = self.data.append(&rec.id, incoming, limits).await;
         Metrics::add(&self.metrics.bytes_received, appended.received);
-        let new_offset = offset + appended.kept;
+        let new_offset = offset.saturating_add(appended.kept);
         if appended.verified == Some(false) && matches!(appended.end, BodyEnd::Complete) {
             self.touch(rec).await?;
             Metrics::add(&self.metrics.checksum_mismatches, 1);
@@ -163,9 +171,17 @@ impl Uploads {
         }
         // The offset is committed only by the lock's holder.
         lock.check().await?;
+        self.refresh_claim(rec).await?;
         rec.offset = new_offset;
         self.touch(rec).await?;
         self.publish_progress(rec, new_offset);
+        let reached = rec.length == Some(new_offset);
+        if reached && !matches!(appended.end, BodyEnd::Complete) {
+            // Every byte is here though the body did not end cleanly (a chunked body that
+            // went on past the length, a client gone after its last byte): the upload lands
+            // now, and the answer still says how the body ended.
+            self.complete(rec, lock).await?;
+        }
         match appended.end {
             BodyEnd::Complete => {}
             BodyEnd::Overflow => {
@@ -196,10 +212,22 @@ impl Uploads {
                 return Err(refusal.unread_unless(appended.drained));
             }
         }
-        if rec.length == Some(new_offset) {
+        if reached {
             self.complete(rec, lock).await?;
         }
         Ok(new_offset)
+    }
+
+    /// A partial upload read before its body was written may have been claimed by a final
+    /// upload meanwhile (concatenation-unfinished): its record is rewritten with that claim,
+    /// never without it.
+    async fn refresh_claim(&self, rec: &mut UploadRecord) -> Result<(), Refusal> {
+        if matches!(rec.kind, Kind::Partial { .. })
+            && let Some(stored) = self.state.get(&rec.id).await?
+        {
+            rec.kind = stored.kind;
+        }
+        Ok(())
     }
 
     /// Renews an active upload's expiry after a write. The record is rewritten only when the

@@ -55,11 +55,13 @@ impl CreateRequest {
     /// bare name, sanitised); the upload id when neither is given.
     fn target(&self, id: &str) -> Result<String, Refusal> {
         if let Some(path) = self.field("path").filter(|p| !p.is_empty()) {
+            let path = &plain_name(path)?;
             let rel = crate::safepath::target(path)
                 .map_err(|e| Refusal::BadRequest(format!("metadata path {path:?}: {e}")))?;
             return Ok(rel.to_string_lossy().into_owned());
         }
         if let Some(name) = self.field("filename") {
+            let name = &plain_name(name)?;
             let clean = ferry_core::naming::sanitize(name).ok_or_else(|| {
                 Refusal::BadRequest(format!("metadata filename {name:?} has no usable name"))
             })?;
@@ -69,6 +71,26 @@ impl CreateRequest {
         }
         Ok(format!("upload-{id}"))
     }
+}
+
+/// A name as it will land: refused when it holds a control character or an invisible one that
+/// changes how it reads (bidirectional controls, zero-width characters), else normalised to
+/// Unicode NFC, so that names that look alike are the same name.
+fn plain_name(name: &str) -> Result<String, Refusal> {
+    use unicode_normalization::UnicodeNormalization;
+    if let Some(c) = name.chars().find(|&c| c.is_control() || invisible(c)) {
+        return Err(Refusal::BadRequest(format!(
+            "the name {name:?} contains the character U+{:04X}; control, bidirectional and zero-width characters are refused",
+            u32::from(c)
+        )));
+    }
+    Ok(name.nfc().collect())
+}
+
+/// Bidirectional controls and zero-width characters: they make a name read as another.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 fn new_id() -> String {
@@ -95,7 +117,8 @@ impl Uploads {
             });
         }
         let id = new_id();
-        let overwrite = req.overwrite();
+        // Anonymous clients never replace anything (an existing file is refused above).
+        let overwrite = req.overwrite() && !user.is_anonymous();
         let kind = match &req.shape {
             Shape::Normal => Kind::Normal,
             Shape::Partial => Kind::Partial { final_id: None },
@@ -108,12 +131,17 @@ impl Uploads {
             _ => Some(req.target(&id)?),
         };
         if let Some(t) = &target {
-            self.check_target(user, t, overwrite).await?;
+            self.check_target(user, t, req.overwrite()).await?;
         }
         let length = match &req.shape {
             Shape::Final(parts) => self.final_length(user, parts).await?,
             _ => req.length,
         };
+        let reserves = match req.shape {
+            Shape::Final(_) => 0,
+            _ => req.length.unwrap_or(0),
+        };
+        self.check_quota(user, reserves).await?;
         let created = now();
         let mut rec = UploadRecord {
             id: id.clone(),
@@ -168,6 +196,7 @@ impl Uploads {
         match self.data.target_exists(target).await {
             Ok(false) => Ok(()),
             Ok(true) if !overwrite => Err(Refusal::TargetExists(target.to_owned())),
+            Ok(true) if user.is_anonymous() => Err(Refusal::AnonymousOverwrite(target.to_owned())),
             Ok(true) => {
                 if self.may_overwrite(user, target).await? {
                     Ok(())
@@ -182,19 +211,32 @@ impl Uploads {
         }
     }
 
-    /// May `user` replace the existing file at `target`? Files landed by an upload belong to
-    /// its user; other files may be replaced only when the server has a single user.
+    /// May `user` replace the existing file at `target`? Never an anonymous user; an admin
+    /// always; files landed by an upload belong to its user; other files may be replaced only
+    /// when the server has a single user.
     pub(super) async fn may_overwrite(&self, user: &User, target: &str) -> Result<bool, Refusal> {
+        if user.is_anonymous() {
+            return Ok(false);
+        }
+        if user.is_admin() {
+            return Ok(true);
+        }
         Ok(match self.state.file_owner(target).await? {
             Some(owner) => owner == user.0.as_ref(),
             None => !self.policy.multi_user,
         })
     }
 
-    /// The length of a final upload made of `parts`: they must be this user's partial uploads
-    /// not used by another final; `None` while a part's length is deferred.
+    /// The length of a final upload made of `parts`: they must be this user's partial uploads,
+    /// each named once, not used by another final; `None` while a part's length is deferred
+    /// (the lengths known so far must fit the limit already).
     async fn final_length(&self, user: &User, parts: &[String]) -> Result<Option<u64>, Refusal> {
-        let mut sum = Some(0u64);
+        let mut seen = std::collections::HashSet::new();
+        if let Some(p) = parts.iter().find(|p| !seen.insert(p.as_str())) {
+            return Err(Refusal::PartRepeated(p.clone()));
+        }
+        let mut known = 0u64;
+        let mut deferred = false;
         for p in parts {
             let part = self.load(user, p).await.map_err(|e| Refusal::Part {
                 id: p.clone(),
@@ -205,20 +247,23 @@ impl Uploads {
                 Kind::Partial { final_id: Some(_) } => return Err(Refusal::PartTaken(p.clone())),
                 _ => return Err(Refusal::NotPartial(p.clone())),
             }
-            sum = match (sum, part.length) {
-                (Some(s), Some(l)) => Some(s + l),
-                _ => None,
-            };
+            match part.length {
+                Some(l) => known = known.checked_add(l).ok_or(Refusal::LengthOverflow)?,
+                None => deferred = true,
+            }
         }
-        if let Some(len) = sum {
-            self.check_max(len)?;
-        }
-        Ok(sum)
+        self.check_max(known)?;
+        Ok((!deferred).then_some(known))
     }
 
     /// Stores a final upload, points its parts at it, and assembles it when they are all
     /// complete already. When that fails, the final is forgotten and its parts freed, so the
     /// same request can be sent again (e.g. after the disk full that stopped it).
+    ///
+    /// The parts are claimed under claim locks (one per part, held while they are checked and
+    /// pointed at the final): of finals created at once naming the same part, one wins and the
+    /// others are refused (423, then 409 once the winner holds the part), the part's record
+    /// untouched by them.
     async fn create_final(
         &self,
         user: &User,
@@ -226,9 +271,24 @@ impl Uploads {
         parts: &[String],
     ) -> Result<(), Refusal> {
         let id = &rec.id;
+        let mut claims = Vec::with_capacity(parts.len());
+        for p in parts {
+            match self.state.try_lock(&format!("claim:{p}")).await? {
+                Some(claim) => claims.push(claim),
+                None => {
+                    return Err(Refusal::Part {
+                        id: p.clone(),
+                        refusal: Box::new(Refusal::Locked(p.clone())),
+                    });
+                }
+            }
+        }
+        // Checked again under the claims: another final may have won meanwhile.
+        self.final_length(user, parts).await?;
         let lock = self.state.try_lock(id).await?;
         self.reserve(user, rec).await?;
         self.point_parts(parts, Some(id)).await?;
+        drop(claims);
         drop(lock);
         if self.all_parts_complete(parts).await?
             && let Err(e) = self.assemble_final(id).await
@@ -267,7 +327,9 @@ impl Uploads {
                         self.state.release_target(t, &holder).await?;
                         continue;
                     };
-                    if other.owner != user.0.as_ref() {
+                    // Anonymous clients cannot tell each other's uploads apart: none learns
+                    // another's upload URL.
+                    if other.owner != user.0.as_ref() || user.is_anonymous() {
                         return Err(Refusal::TargetBusy(t.to_owned()));
                     }
                     if !rec.overwrite {
@@ -311,5 +373,27 @@ impl Uploads {
                 && f.metadata == req.metadata
                 && matches!(&f.kind, Kind::Final { parts: p } if p == parts)
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_name;
+
+    #[test]
+    fn names_are_nfc_and_free_of_invisible_characters() {
+        assert_eq!(plain_name("e\u{301}t\u{e9}").unwrap(), "\u{e9}t\u{e9}");
+        assert_eq!(plain_name("a/b c.txt").unwrap(), "a/b c.txt");
+        for bad in [
+            "x\u{202e}gpj.exe",
+            "a\u{200b}b",
+            "a\u{2066}b",
+            "\u{feff}a",
+            "a\u{7}b",
+            "a\nb",
+            "\u{061c}a",
+        ] {
+            assert!(plain_name(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -127,10 +127,16 @@ impl Uploads {
             return Ok(());
         }
         let mut sized = Vec::with_capacity(parts.len());
+        let mut sum = 0u64;
         for p in &parts {
             let part = self.state.get(p).await?;
-            sized.push((p.clone(), part.and_then(|r| r.length).unwrap_or(0)));
+            let len = part.and_then(|r| r.length).unwrap_or(0);
+            sum = sum.checked_add(len).ok_or(Refusal::LengthOverflow)?;
+            sized.push((p.clone(), len));
         }
+        // The total is checked before a byte is copied (parts whose lengths were deferred
+        // were checked one by one as they became known).
+        self.check_max(sum)?;
         let total = self.data.assemble(&rec.id, &sized).await?;
         rec.length = Some(total);
         rec.offset = total;

@@ -13,6 +13,7 @@ mod append;
 mod create;
 pub mod events;
 mod finish;
+mod quota;
 pub mod refusal;
 mod remove;
 pub mod target_status;
@@ -49,16 +50,28 @@ pub struct Policy {
     pub idle_timeout: Duration,
     /// Several users exist: files not landed by an upload cannot be overwritten by one.
     pub multi_user: bool,
+    /// Most bytes one user's unfinished uploads may reserve or stage; `None` for no limit.
+    pub quota_bytes: Option<u64>,
+    /// Most unfinished uploads one user may have; `None` for no limit.
+    pub quota_uploads: Option<u64>,
 }
 
+/// The default per-user quota of reserved and staged bytes: 1 TiB.
+pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 40;
+/// The default per-user limit on unfinished uploads.
+pub const DEFAULT_QUOTA_UPLOADS: u64 = 1000;
+
 impl Policy {
-    /// The defaults: no size limit, 24 h expiry, 60 s idle timeout, one user.
+    /// The defaults: no size limit, 24 h expiry, 60 s idle timeout, one user, per-user quotas
+    /// of 1 TiB and 1000 unfinished uploads.
     pub fn new() -> Policy {
         Policy {
             max_size: None,
             expiry: Duration::from_secs(24 * 3600),
             idle_timeout: Duration::from_secs(60),
             multi_user: false,
+            quota_bytes: Some(DEFAULT_QUOTA_BYTES),
+            quota_uploads: Some(DEFAULT_QUOTA_UPLOADS),
         }
     }
 }

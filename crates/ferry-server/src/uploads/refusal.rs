@@ -160,6 +160,37 @@ pub enum Refusal {
     /// The refusal came before the request body was read to its end: the connection closes.
     #[error("{0}")]
     BodyUnread(Box<Refusal>),
+    /// An anonymous client (`--public`) asked to replace an existing file.
+    #[error(
+        "{0} already exists and anonymous uploads never replace files; upload under another name"
+    )]
+    AnonymousOverwrite(String),
+    /// A final upload names the same part more than once.
+    #[error("part {PREFIX}{0} is listed more than once; a final upload names each part once")]
+    PartRepeated(String),
+    /// Lengths that add up past what a 64-bit number holds.
+    #[error("the lengths add up to more than 2^64 bytes")]
+    LengthOverflow,
+    /// The user's unfinished uploads would hold more bytes than their quota.
+    #[error(
+        "your unfinished uploads hold {used} bytes and this one needs {asked} more, over your quota of {quota} bytes; finish or terminate some uploads first"
+    )]
+    QuotaBytes {
+        /// Bytes the user's unfinished uploads reserve or hold.
+        used: u64,
+        /// Bytes this request would add.
+        asked: u64,
+        /// The per-user quota.
+        quota: u64,
+    },
+    /// The user has as many unfinished uploads as their quota allows.
+    #[error(
+        "you have {quota} unfinished uploads, as many as this server allows; finish or terminate one first"
+    )]
+    QuotaUploads {
+        /// The per-user limit on unfinished uploads.
+        quota: u64,
+    },
 }
 
 fn store_message(e: &StoreError) -> String {
@@ -187,12 +218,17 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         use Refusal as R;
         match self {
-            R::BadRequest(_) | R::BodyBroken(_) | R::NotPartial(_) => StatusCode::BAD_REQUEST,
+            R::BadRequest(_) | R::BodyBroken(_) | R::NotPartial(_) | R::PartRepeated(_) => {
+                StatusCode::BAD_REQUEST
+            }
             R::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             R::Version(_) => StatusCode::PRECONDITION_FAILED,
             R::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
             R::NotFound(_) => StatusCode::NOT_FOUND,
-            R::NotYours(_) | R::FinalTakesNoBytes | R::TargetNotYours(_) => StatusCode::FORBIDDEN,
+            R::NotYours(_)
+            | R::FinalTakesNoBytes
+            | R::TargetNotYours(_)
+            | R::AnonymousOverwrite(_) => StatusCode::FORBIDDEN,
             R::Expired(_) | R::DataGone(_) => StatusCode::GONE,
             R::Locked(_) | R::TakenOver { .. } | R::TargetBusy(_) | R::Assembling => {
                 StatusCode::LOCKED
@@ -204,9 +240,13 @@ impl Refusal {
             | R::OwnUnfinished { .. }
             | R::TargetContended
             | R::PartTaken(_) => StatusCode::CONFLICT,
-            R::Complete | R::TooLarge { .. } | R::BodyTooLong { .. } | R::Overflow { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            R::Complete
+            | R::TooLarge { .. }
+            | R::BodyTooLong { .. }
+            | R::Overflow { .. }
+            | R::LengthOverflow => StatusCode::PAYLOAD_TOO_LARGE,
+            R::QuotaBytes { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            R::QuotaUploads { .. } => StatusCode::TOO_MANY_REQUESTS,
             R::ChecksumMismatch { .. } => {
                 StatusCode::from_u16(CHECKSUM_MISMATCH).expect("a valid status code")
             }
@@ -303,6 +343,28 @@ mod tests {
         assert_eq!(
             Refusal::Store(StoreError::Unavailable("down".into())).status(),
             StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            Refusal::AnonymousOverwrite("a".into()).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            Refusal::PartRepeated("p".into()).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            Refusal::LengthOverflow.status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let quota = Refusal::QuotaBytes {
+            used: 1,
+            asked: 2,
+            quota: 2,
+        };
+        assert_eq!(quota.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert_eq!(
+            Refusal::QuotaUploads { quota: 3 }.status(),
+            StatusCode::TOO_MANY_REQUESTS
         );
     }
 }

@@ -39,6 +39,20 @@ impl Uploads {
         Ok(())
     }
 
+    /// Deletes staged data that no upload record owns (left by a crash between creating the
+    /// data and its record, or by a state store that lost its records), untouched for
+    /// `min_age` (another instance may be creating an upload right now). Returns how many.
+    pub async fn remove_orphans(&self, min_age: std::time::Duration) -> Result<usize, Refusal> {
+        let mut removed = 0;
+        for id in self.data.staged(min_age).await? {
+            if self.state.get(&id).await?.is_none() {
+                self.data.delete(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Expires unfinished uploads whose time ran out (skipping ones being written right now)
     /// and forgets old completed and expired records. Returns how many uploads expired.
     pub async fn expire(&self) -> Result<usize, StoreError> {
