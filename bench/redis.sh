@@ -35,7 +35,7 @@ TIMEOUT=${TIMEOUT:-300}
 FERRY_SRC=${FERRY_BIN:-$REPO/target/release/ferry}
 NODE=${FERRY_NODE:-node}
 PEERS="$REPO/tests/peers/node"
-TOKEN=bench-redis-token
+TOKEN=bench-redis-token-sixteen
 
 bench_install_peers node:nodejs npm:npm "${FERRY_REDIS:-redis-server}:redis-server"
 REDIS=${FERRY_REDIS:-$(command -v redis-server)}
