@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod fault;
+pub mod ietf;
 pub mod nginx;
 pub mod proxy;
 pub mod pyserver;
