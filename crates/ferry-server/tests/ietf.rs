@@ -86,6 +86,27 @@ async fn problem(r: Response) -> serde_json::Value {
     serde_json::from_str(&r.text().await.unwrap()).unwrap()
 }
 
+/// An append as ann whose content is chunked (no Content-Length): `parts`, one after another.
+async fn chunked_append(
+    c: &IetfTester,
+    url: &str,
+    offset: u64,
+    complete: bool,
+    parts: [&'static [u8]; 2],
+) -> Response {
+    let chunks = parts.map(Ok::<_, std::io::Error>);
+    c.req(ANN, Method::PATCH, url)
+        .header("Content-Type", "application/partial-upload")
+        .header("Upload-Offset", offset.to_string())
+        .header("Upload-Complete", if complete { "?1" } else { "?0" })
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
+        .send()
+        .await
+        .unwrap()
+}
+
 fn location(r: &Response) -> String {
     let loc = field(r, "location");
     assert!(loc.starts_with("/uploads/"), "{r:?}");
@@ -208,18 +229,7 @@ async fn length_known_only_at_the_end() {
     let r = c.append(ANN, &url, 0, false, b"stream", &[]).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     // Chunked (no Content-Length) with ?1: the length is where the content ends.
-    let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![Ok(b"ing "), Ok(b"data")];
-    let r = c
-        .req(ANN, Method::PATCH, &url)
-        .header("Content-Type", "application/partial-upload")
-        .header("Upload-Offset", "6")
-        .header("Upload-Complete", "?1")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = chunked_append(&c, &url, 6, true, [b"ing ", b"data"]).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(field(&r, "upload-complete"), "?1");
     assert_eq!(
@@ -322,18 +332,7 @@ async fn appends_past_the_length_end_the_upload() {
     assert_eq!(c.head(ANN, &url).await.status(), StatusCode::NOT_FOUND);
     // Not announced (chunked): found while reading.
     let url = location(&c.create(ANN, false, b"ab", &[("Upload-Length", "4")]).await);
-    let chunks: Vec<Result<&'static [u8], std::io::Error>> = vec![Ok(b"cd"), Ok(b"ef")];
-    let r = c
-        .req(ANN, Method::PATCH, &url)
-        .header("Content-Type", "application/partial-upload")
-        .header("Upload-Offset", "2")
-        .header("Upload-Complete", "?0")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
-            chunks,
-        )))
-        .send()
-        .await
-        .unwrap();
+    let r = chunked_append(&c, &url, 2, false, [b"cd", b"ef"]).await;
     assert!(r.status().is_client_error(), "{}", r.status());
     let r = c.append(ANN, &url, 4, true, b"", &[]).await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);

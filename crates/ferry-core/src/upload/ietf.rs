@@ -79,17 +79,25 @@ impl IetfClient {
             .headers(self.base.headers.clone())
     }
 
+    /// A request without content to `url`; a network failure classified.
+    async fn bare(
+        &self,
+        method: reqwest::Method,
+        url: &Url,
+    ) -> Result<reqwest::Response, TusFailure> {
+        self.request(method, url)
+            .send()
+            .await
+            .map_err(|e| network(url.as_str(), &e))
+    }
+
     /// OPTIONS: the limits (`Upload-Limit: max-size`). Appends carry SHA-256 `Content-Digest`
     /// (a server that does not check them ignores them); there are no parallel parts.
     pub async fn options(&self) -> Result<Capabilities, TusFailure> {
-        let url = self.base.endpoint.as_str();
-        let res = self
-            .request(reqwest::Method::OPTIONS, &self.base.endpoint)
-            .send()
-            .await
-            .map_err(|e| network(url, &e))?;
+        let endpoint = &self.base.endpoint;
+        let res = self.bare(reqwest::Method::OPTIONS, endpoint).await?;
         if res.status().is_server_error() {
-            return Err(classify(url, res, true).await);
+            return Err(classify(endpoint.as_str(), res, true).await);
         }
         Ok(Capabilities {
             extensions: vec!["creation".into(), "checksum".into()],
@@ -141,14 +149,9 @@ impl IetfClient {
 
     /// Offset retrieval (HEAD).
     pub async fn head(&self, upload: &Url) -> Result<RemoteState, TusFailure> {
-        let url = upload.as_str();
-        let res = self
-            .request(reqwest::Method::HEAD, upload)
-            .send()
-            .await
-            .map_err(|e| network(url, &e))?;
+        let res = self.bare(reqwest::Method::HEAD, upload).await?;
         if !res.status().is_success() {
-            return Err(classify(url, res, false).await);
+            return Err(classify(upload.as_str(), res, false).await);
         }
         Ok(RemoteState {
             offset: integer(res.headers(), "upload-offset"),
@@ -158,16 +161,11 @@ impl IetfClient {
 
     /// Cancellation (DELETE).
     pub async fn terminate(&self, upload: &Url) -> Result<(), TusFailure> {
-        let url = upload.as_str();
-        let res = self
-            .request(reqwest::Method::DELETE, upload)
-            .send()
-            .await
-            .map_err(|e| network(url, &e))?;
+        let res = self.bare(reqwest::Method::DELETE, upload).await?;
         if res.status().is_success() || matches!(res.status().as_u16(), 404 | 410) {
             Ok(())
         } else {
-            Err(classify(url, res, false).await)
+            Err(classify(upload.as_str(), res, false).await)
         }
     }
 
