@@ -193,6 +193,7 @@ impl Server {
             .with_state(files)
             .merge(crate::page::router(page))
             .merge(tus::router(self.uploads.clone()));
+        let site = crate::protocol::router(site, self.uploads.clone());
         let metrics = self.metrics.clone();
         site.layer(middleware::from_fn_with_state(
             self.auth.clone(),

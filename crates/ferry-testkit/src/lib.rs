@@ -6,6 +6,7 @@
 pub mod certs;
 pub mod delay;
 pub mod fault;
+pub mod ietf;
 pub mod nginx;
 pub mod proxy;
 pub mod pyserver;

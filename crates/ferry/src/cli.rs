@@ -46,6 +46,8 @@ Examples:
       a folder, keeping its relative paths (photos/2026/a.jpg)
   ferry put --name new.iso --overwrite big.iso URL
       upload under another name, replacing what the server has
+  ferry put --protocol ietf big.iso http://host:8080/uploads/
+      speak the IETF draft (Resumable Uploads for HTTP) instead of tus
 
 Every PATCH carries a checksum (the strongest the server offers). Progress is kept in the
 server's offsets and a small journal in ~/.local/share/ferry/uploads: rerun the same command
@@ -148,6 +150,11 @@ pub struct PutArgs {
     #[arg(short = 'r', long = "recursive")]
     pub recursive: bool,
 
+    /// The upload protocol: tus (1.0, parallel parts) or ietf ("Resumable Uploads for HTTP",
+    /// the IETF draft's final text: one connection per file).
+    #[arg(long, value_enum, value_name = "PROTOCOL", default_value_t = PutProtocol::Tus)]
+    pub protocol: PutProtocol,
+
     /// Attempts in a row without progress before giving up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
@@ -159,6 +166,15 @@ pub struct PutArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// The protocols `ferry put` speaks.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PutProtocol {
+    /// tus 1.0.
+    Tus,
+    /// The IETF resumable-upload draft (final text).
+    Ietf,
 }
 
 #[derive(Args, Debug)]

@@ -1,11 +1,11 @@
 //! `ferry put`: turns the arguments into uploads (files, folders with -r, a remote name),
 //! runs them one after the other with one shared rate limit, and handles Ctrl-C as a pause.
 
-use crate::cli::PutArgs;
+use crate::cli::{PutArgs, PutProtocol};
 use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::limits::parse_size;
-use ferry_core::upload::Upload;
+use ferry_core::upload::{Protocol, Upload};
 use ferry_core::{Error, RateLimiter, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -167,6 +167,10 @@ fn plan(args: &PutArgs) -> Result<(Uploads, Vec<String>), String> {
             let mut b = Upload::builder(&job.file, url.as_str())
                 .connections(args.connections)
                 .overwrite(args.overwrite)
+                .protocol(match args.protocol {
+                    PutProtocol::Tus => Protocol::Tus,
+                    PutProtocol::Ietf => Protocol::Ietf,
+                })
                 .retry(retry.clone());
             if let Some(t) = &args.token {
                 b = b.token(t);

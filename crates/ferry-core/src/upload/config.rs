@@ -3,6 +3,8 @@
 //! follows from them (the tus client, the remote name, the metadata).
 
 use super::Upload;
+use super::ietf::IetfClient;
+use super::protocol::{Client, Protocol};
 use super::tus::{self, TusClient};
 use crate::error::Error;
 use crate::events::EventSink;
@@ -33,6 +35,7 @@ pub(crate) struct Config {
     pub(crate) stall_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) tls: Option<CustomTls>,
+    pub(crate) protocol: Protocol,
 }
 
 /// Builds an [`Upload`].
@@ -62,6 +65,7 @@ impl UploadBuilder {
                 stall_timeout: Duration::from_secs(30),
                 connect_timeout: Duration::from_secs(15),
                 tls: None,
+                protocol: Protocol::Tus,
             },
         }
     }
@@ -139,6 +143,13 @@ impl UploadBuilder {
         self
     }
 
+    /// The upload protocol (default tus). The IETF draft has no parallel parts: it sends over
+    /// one connection.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.cfg.protocol = protocol;
+        self
+    }
+
     /// Checks the endpoint (an http or https URL) and the headers, and returns the upload.
     pub fn build(self) -> Result<Upload, Error> {
         let endpoint = Url::parse(&self.cfg.endpoint).map_err(|source| Error::InvalidUrl {
@@ -156,8 +167,12 @@ impl UploadBuilder {
             HeaderValue::from_str(v)
                 .map_err(|_| Error::Usage(format!("invalid value for header {k}")))?;
         }
+        let mut cfg = self.cfg;
+        if cfg.protocol == Protocol::Ietf {
+            cfg.connections = 1;
+        }
         Ok(Upload {
-            cfg: Arc::new(self.cfg),
+            cfg: Arc::new(cfg),
             endpoint,
         })
     }
@@ -188,6 +203,15 @@ impl Config {
             client,
             endpoint: endpoint.clone(),
             headers,
+        })
+    }
+
+    /// The client of `endpoint` in the configured protocol, for a file of `size` bytes.
+    pub(crate) fn protocol_client(&self, endpoint: &Url, size: u64) -> Result<Client, Error> {
+        let base = self.client(endpoint)?;
+        Ok(match self.protocol {
+            Protocol::Tus => Client::Tus(base),
+            Protocol::Ietf => Client::Ietf(IetfClient { base, length: size }),
         })
     }
 

@@ -19,19 +19,23 @@
 //!
 //! The jobs live in submodules: `config` (builder and settings), `plan` (the parts and their
 //! creation), `send` (sending a part), `concat` (joining the parts), `retry` (retry helpers),
-//! `progress` (progress events), `shared` (state of the part tasks), [`journal`] and [`tus`].
+//! `progress` (progress events), `shared` (state of the part tasks), [`journal`], and the
+//! protocols behind one seam (`protocol`): [`tus`] (default) and [`ietf`] (`--protocol ietf`).
 
 mod concat;
 mod config;
+pub mod ietf;
 pub mod journal;
 mod plan;
 mod progress;
+mod protocol;
 mod retry;
 mod send;
 mod shared;
 pub mod tus;
 
 pub use config::UploadBuilder;
+pub use protocol::Protocol;
 
 use crate::error::Error;
 use crate::events::Event;
@@ -39,6 +43,7 @@ use crate::verify::Algorithm;
 use config::Config;
 use journal::{FileIdentity, UploadJournal};
 use progress::{PartProgress, report};
+use protocol::Client;
 use retry::retrying;
 use shared::Shared;
 use std::path::{Path, PathBuf};
@@ -46,7 +51,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tus::TusClient;
 use url::Url;
 
 /// One file to upload; [`run`](Upload::run) does it (and resumes an earlier run).
@@ -93,7 +97,7 @@ impl Upload {
         };
         let size = identity.size;
         let remote = self.cfg.remote()?;
-        let tus = self.cfg.client(&self.endpoint)?;
+        let tus = self.cfg.protocol_client(&self.endpoint, size)?;
         let caps = retrying(&self.cfg, &display, &cancel, || tus.options()).await?;
         if let Some(max) = caps.max_size
             && size > max
@@ -272,7 +276,7 @@ impl Upload {
     /// empty journal is returned.
     async fn earlier_run(
         &self,
-        tus: &TusClient,
+        tus: &Client,
         journal_path: &Path,
         file: &Path,
         identity: &FileIdentity,

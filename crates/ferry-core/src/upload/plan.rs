@@ -3,8 +3,9 @@
 
 use super::config::Config;
 use super::journal::{Part, UploadJournal};
+use super::protocol::Client;
 use super::retry::retrying;
-use super::tus::{Capabilities, TusClient};
+use super::tus::Capabilities;
 use crate::error::Error;
 use std::path::Path;
 use tokio_util::sync::CancellationToken;
@@ -61,7 +62,7 @@ pub(crate) struct Requests<'a> {
 /// or partial uploads to be joined.
 pub(crate) async fn create_parts(
     requests: Requests<'_>,
-    tus: &TusClient,
+    tus: &Client,
     caps: &Capabilities,
     file: &Path,
     size: u64,

@@ -4,8 +4,9 @@
 use super::config::Config;
 use super::journal::{self, Part, UploadJournal};
 use super::progress::PartProgress;
+use super::protocol::Client;
 use super::retry::{retrying, retrying_gone};
-use super::tus::{Capabilities, TusClient};
+use super::tus::Capabilities;
 use crate::error::Error;
 use crate::events::Event;
 use crate::verify::Algorithm;
@@ -20,7 +21,7 @@ pub(crate) struct Shared {
     pub(crate) cfg: Arc<Config>,
     pub(crate) file: PathBuf,
     pub(crate) display: String,
-    pub(crate) tus: TusClient,
+    pub(crate) tus: Client,
     pub(crate) caps: Capabilities,
     pub(crate) algo: Option<Algorithm>,
     pub(crate) chunk: u64,

@@ -148,7 +148,7 @@ pub struct RemoteState {
     pub length: Option<u64>,
 }
 
-fn network(url: &str, e: &reqwest::Error) -> TusFailure {
+pub(crate) fn network(url: &str, e: &reqwest::Error) -> TusFailure {
     if let Some(reason) = crate::tls::certificate_problem(e) {
         return TusFailure::Untrusted {
             url: url.to_owned(),
@@ -161,7 +161,7 @@ fn network(url: &str, e: &reqwest::Error) -> TusFailure {
     }
 }
 
-async fn classify(url: &str, res: reqwest::Response, creating: bool) -> TusFailure {
+pub(crate) async fn classify(url: &str, res: reqwest::Response, creating: bool) -> TusFailure {
     let status = res.status();
     let retry_after = res
         .headers()
@@ -404,12 +404,12 @@ impl TusClient {
     }
 }
 
-fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+pub(crate) fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// `len` bytes of a file from `start`, as a stream of blocks read on the blocking pool.
-fn file_stream(
+pub(crate) fn file_stream(
     path: PathBuf,
     start: u64,
     len: u64,

@@ -59,11 +59,12 @@ fn append_fields(headers: &HeaderMap, offset: u64) -> Result<AppendRequest, Refu
         length: None,
         checksum,
         body_length,
+        complete: false,
     })
 }
 
 /// Whether a creation request carries a body (creation-with-upload).
-pub(super) fn has_body(headers: &HeaderMap) -> bool {
+pub(crate) fn has_body(headers: &HeaderMap) -> bool {
     let empty = headers
         .get(header::CONTENT_LENGTH)
         .is_some_and(|v| v.as_bytes() == b"0");

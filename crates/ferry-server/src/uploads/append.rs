@@ -19,6 +19,10 @@ pub struct AppendRequest {
     pub checksum: Option<Checksum>,
     /// The body's length when announced (`Content-Length`).
     pub body_length: Option<u64>,
+    /// The body ends the upload (the IETF draft's `Upload-Complete: ?1`): once it has been read
+    /// to its end, the upload's length is the offset reached and the upload completes. A length
+    /// set before must agree.
+    pub complete: bool,
 }
 
 impl AppendRequest {
@@ -100,13 +104,13 @@ impl Uploads {
         offset: u64,
     ) -> Result<(), Refusal> {
         match rec.length {
-            Some(have) if have != length => Err(Refusal::BadRequest(format!(
+            Some(have) if have != length => Err(Refusal::InconsistentLength(format!(
                 "Upload-Length {length} differs from the length {have} set before"
             ))),
             Some(_) => Ok(()),
             None => {
                 if length < offset {
-                    return Err(Refusal::BadRequest(format!(
+                    return Err(Refusal::InconsistentLength(format!(
                         "Upload-Length {length} is less than the {offset} bytes already uploaded"
                     )));
                 }
@@ -212,7 +216,10 @@ impl Uploads {
                 return Err(refusal.unread_unless(appended.drained));
             }
         }
-        if reached {
+        if req.complete {
+            self.end_here(rec, new_offset).await?;
+        }
+        if rec.length == Some(new_offset) {
             self.complete(rec, lock).await?;
         }
         Ok(new_offset)
@@ -228,6 +235,23 @@ impl Uploads {
             rec.kind = stored.kind;
         }
         Ok(())
+    }
+
+    /// The body that ends the upload was read to its end at `offset`: a length still unknown
+    /// becomes `offset`; a known one must be `offset`.
+    async fn end_here(&self, rec: &mut UploadRecord, offset: u64) -> Result<(), Refusal> {
+        match rec.length {
+            Some(len) if len == offset => Ok(()),
+            Some(len) => Err(Refusal::InconsistentLength(format!(
+                "the upload was declared complete at offset {offset}, but its length is {len}"
+            ))),
+            None => {
+                self.check_max(offset)?;
+                rec.length = Some(offset);
+                self.state.update(rec).await?;
+                Ok(())
+            }
+        }
     }
 
     /// Renews an active upload's expiry after a write. The record is rewritten only when the

@@ -191,6 +191,10 @@ pub enum Refusal {
         /// The per-user limit on unfinished uploads.
         quota: u64,
     },
+    /// Lengths stated for the upload disagree (with each other, with one set before, or with
+    /// the bytes uploaded).
+    #[error("{0}")]
+    InconsistentLength(String),
 }
 
 fn store_message(e: &StoreError) -> String {
@@ -218,9 +222,11 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         use Refusal as R;
         match self {
-            R::BadRequest(_) | R::BodyBroken(_) | R::NotPartial(_) | R::PartRepeated(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            R::BadRequest(_)
+            | R::BodyBroken(_)
+            | R::NotPartial(_)
+            | R::PartRepeated(_)
+            | R::InconsistentLength(_) => StatusCode::BAD_REQUEST,
             R::MediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             R::Version(_) => StatusCode::PRECONDITION_FAILED,
             R::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -267,6 +273,23 @@ impl Refusal {
                 DataError::TargetPath(..) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },
+        }
+    }
+
+    /// The status under the IETF resumable-upload draft: [`Refusal::status`] except where the
+    /// draft's text requires another (interop 6, drafts -04 and -05, MUST answer 400 to an
+    /// append to a complete upload or past its length and 404 for an upload no longer active;
+    /// later drafts are silent and keep these) and for a digest mismatch, whose 460 is tus's.
+    pub fn draft_status(&self) -> StatusCode {
+        use Refusal as R;
+        match self {
+            R::Complete
+            | R::BodyTooLong { .. }
+            | R::Overflow { .. }
+            | R::ChecksumMismatch { .. } => StatusCode::BAD_REQUEST,
+            R::Expired(_) | R::DataGone(_) | R::Data(DataError::Gone(_)) => StatusCode::NOT_FOUND,
+            R::Part { refusal, .. } | R::BodyUnread(refusal) => refusal.draft_status(),
+            _ => self.status(),
         }
     }
 
