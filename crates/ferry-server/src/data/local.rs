@@ -3,10 +3,14 @@
 //! [`body::write_body`], an unverified-bytes mark beside a file while a checksummed append is
 //! in flight, the atomic move of a finished upload to its target (never replacing an existing
 //! file unless asked), and the assembly of a concatenated upload from its parts
-//! (copy_file_range where the OS allows, via `io::copy`).
+//! (copy_file_range where the OS allows, via `io::copy`); parts placed in a layout (the
+//! `ferry-layout` extension) are `local_placement`'s.
 
 use super::body::{self, write_body};
-use super::{AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, ReadError};
+use super::{
+    AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, Placed, Placement,
+    ReadError,
+};
 use crate::listing;
 use crate::safepath::{self, STATE_DIR};
 use async_trait::async_trait;
@@ -186,6 +190,9 @@ impl LocalDir {
     /// and cuts off a half-done one; the parts after the first stay intact until the caller
     /// deletes them; and once the result is renamed to `id`, it is recognised by its length.
     fn assemble_sync(&self, id: &str, parts: &[String], lengths: &[u64]) -> io::Result<u64> {
+        if let Some(total) = self.assemble_placed(id, parts, lengths)? {
+            return Ok(total); // ferry-layout parts (local_placement)
+        }
         let total: u64 = lengths.iter().sum();
         let dest = self.data_path(id);
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == total) {
@@ -224,7 +231,7 @@ impl LocalDir {
 }
 
 /// Reserves `len` bytes for `file` without changing its length, where the filesystem allows.
-fn reserve(file: &File, len: u64) -> io::Result<()> {
+pub(super) fn reserve(file: &File, len: u64) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
     match fallocate(file, FallocateFlags::KEEP_SIZE, 0, len) {
         Ok(()) => Ok(()),
@@ -280,7 +287,26 @@ impl DataStore for LocalDir {
         .await
     }
 
+    async fn create_placed(
+        &self,
+        id: &str,
+        length: u64,
+        place: &Placement,
+    ) -> Result<Placed, DataError> {
+        let (dir, id, place) = (self.clone(), id.to_owned(), place.clone());
+        blocking("creating the upload", move || {
+            dir.create_placed_sync(&id, length, &place)
+                .map_err(|e| DataError::io("creating the upload", e))
+        })
+        .await
+    }
+
     async fn offset(&self, id: &str) -> Result<Option<u64>, DataError> {
+        if self.is_placed(id) {
+            return self
+                .placed_offset(id)
+                .map_err(|e| DataError::io("reading the upload", e));
+        }
         if let Some(from) = self
             .unverified(id)
             .map_err(|e| DataError::io("reading the upload", e))?
@@ -292,6 +318,9 @@ impl DataStore for LocalDir {
     }
 
     async fn append(&self, id: &str, body: Incoming, limits: AppendLimits<'_>) -> Appended {
+        if self.is_placed(id) {
+            return self.append_placed(id, body, limits).await;
+        }
         let offset = limits.offset;
         if limits.checksum.is_some() {
             // Bytes written from here are unverified until the digest matches; a crash in
@@ -347,6 +376,9 @@ impl DataStore for LocalDir {
     }
 
     async fn recover(&self, id: &str) -> Result<(), DataError> {
+        if self.is_placed(id) {
+            return Ok(()); // nothing past a placed part's offset is ever counted
+        }
         let mark = self
             .unverified(id)
             .map_err(|e| DataError::io("reading the upload", e))?;
@@ -359,6 +391,11 @@ impl DataStore for LocalDir {
     }
 
     async fn delete(&self, id: &str) -> Result<(), DataError> {
+        if self.is_placed(id) {
+            return self
+                .delete_placed(id)
+                .map_err(|e| DataError::io("deleting the upload", e));
+        }
         self.delete_sync(id)
             .map_err(|e| DataError::io("deleting the upload", e))
     }
@@ -374,6 +411,12 @@ impl DataStore for LocalDir {
     }
 
     async fn unassemble(&self, id: &str, parts: &[String]) -> Result<(), DataError> {
+        if self
+            .unassemble_placed(id, parts)
+            .map_err(|e| DataError::io("undoing the assembly", e))?
+        {
+            return Ok(());
+        }
         // The assembled data grew from the first part's file: it goes back there, and the next
         // assembly recognises the parts already appended.
         let assembled = self.data_path(id);

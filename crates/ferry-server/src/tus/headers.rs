@@ -9,7 +9,7 @@ pub use ferry_core::verify::{Algorithm, Hasher};
 /// The tus protocol version this server speaks.
 pub const TUS_VERSION: &str = "1.0.0";
 /// Every extension this server implements, for `Tus-Extension`.
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation,concatenation-unfinished";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation,concatenation-unfinished,ferry-layout";
 /// Checksum algorithms accepted in `Upload-Checksum`, for `Tus-Checksum-Algorithm`.
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,sha512,md5,blake3";
 /// The only content type a PATCH body may have.

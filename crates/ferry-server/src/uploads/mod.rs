@@ -13,6 +13,7 @@ mod append;
 mod create;
 pub mod events;
 mod finish;
+pub mod layout;
 pub mod refusal;
 mod remove;
 pub mod target_status;
