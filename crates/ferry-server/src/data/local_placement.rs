@@ -211,7 +211,11 @@ impl LocalDir {
                     .write(true)
                     .create_new(true)
                     .open(self.data_path(id))?;
-                reserve(&file, *total)?;
+                if let Err(e) = reserve(&file, *total) {
+                    drop(file);
+                    let _ = std::fs::remove_file(self.data_path(id));
+                    return Err(e);
+                }
                 let layout = Layout {
                     total: *total,
                     parts: vec![(id.to_owned(), 0, length)],
