@@ -6,7 +6,7 @@
 //! (copy_file_range where the OS allows, via `io::copy`); parts placed in a layout (the
 //! `ferry-layout` extension) are `local_placement`'s.
 
-use super::body::{self, write_body};
+use super::body;
 use super::{
     AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, Placed, Placement,
     ReadError,
@@ -14,7 +14,6 @@ use super::{
 use crate::listing;
 use crate::safepath::{self, STATE_DIR};
 use async_trait::async_trait;
-use ferry_core::verify::Hasher;
 use ferry_http::LocalFile;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -336,36 +335,16 @@ impl DataStore for LocalDir {
                 };
             }
         }
-        let outcome = write_body(
-            body,
-            self.data_path(id),
-            offset,
-            limits.room,
-            limits.checksum.map(|c| Hasher::new(c.algorithm)),
-            limits.idle,
-            &limits.let_go,
-        )
-        .await;
-        let mut appended = Appended {
-            received: outcome.written,
-            kept: outcome.written,
-            verified: None,
-            end: outcome.end,
-            drained: outcome.drained,
-        };
-        if let Some(c) = limits.checksum {
-            let matched = matches!(appended.end, BodyEnd::Complete)
-                && outcome.digest.as_deref() == Some(c.expected.as_slice());
-            if !matched {
-                appended.kept = 0;
-                if let Err(e) = self.truncate(id, offset) {
-                    appended.end = BodyEnd::Disk(e);
-                }
+        let mut appended = body::append_at(body, self.data_path(id), offset, &limits).await;
+        if limits.checksum.is_some() {
+            if appended.verified == Some(false)
+                && let Err(e) = self.truncate(id, offset)
+            {
+                appended.end = BodyEnd::Disk(e);
             }
             if let Err(e) = self.clear_unverified(id) {
                 appended.end = BodyEnd::Disk(e);
             }
-            appended.verified = Some(matched);
         } else if matches!(appended.end, BodyEnd::Disk(_))
             && let Ok(Some(len)) = self.staged_len(id)
         {

@@ -2,17 +2,20 @@
 //! layout writes into the staged file of the upload that opened it (`<host>`), at its base.
 //! Beside that file: `<host>.layout`, the layout's length and its parts' ranges (changed under
 //! an exclusive `flock`, so overlapping parts are refused even between server processes sharing
-//! the directory), and for each placed part `<id>.place`: its host, base, length and offset. A
-//! part's offset is recorded only after its bytes were synced (`fdatasync`), so it never claims
-//! bytes that a crash lost; bytes written past it are never counted and are sent again. The
-//! final upload of a whole layout (its parts in order, nothing missing) is the host's file
-//! renamed; any other mixture of parts is copied into a new file.
+//! the directory), and for each placed part `<id>.place`: its host, base, length, offset, the
+//! offset known to be on disk, and the boot it was written in. The offset is recorded after
+//! each append without a sync: a killed server keeps its page cache, so the offset is right
+//! after a kill -9. A machine crash loses the page cache; its reboot changes the boot id, and
+//! then only the durable offset counts (the part's length once its last bytes were synced with
+//! `fdatasync`, else 0), so an offset never claims bytes that are not on disk. Bytes written
+//! past the offset are never counted and are sent again. The final upload of a whole layout
+//! (its parts in order, nothing missing) is the host's file renamed; any other mixture of parts
+//! is copied into a new file.
 
-use super::body::{self, write_body};
+use super::body;
 use super::local::{LocalDir, reserve};
 use super::placement::{Placed, Placement};
 use super::{AppendLimits, Appended, BodyEnd, Incoming};
-use ferry_core::verify::Hasher;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -26,8 +29,12 @@ struct Place {
     base: u64,
     /// The upload's length.
     length: u64,
-    /// Bytes written and synced from `base` on (the upload's offset).
+    /// Bytes written from `base` on (the upload's offset, while the machine has not restarted).
     offset: u64,
+    /// Bytes from `base` on known to be on disk.
+    durable: u64,
+    /// The boot id when `offset` was written (`-` where the system has none).
+    boot: String,
 }
 
 impl Place {
@@ -38,16 +45,40 @@ impl Place {
             base: it.next()?.parse().ok()?,
             length: it.next()?.parse().ok()?,
             offset: it.next()?.parse().ok()?,
+            durable: it.next()?.parse().ok()?,
+            boot: it.next()?.to_owned(),
         };
         it.next().is_none().then_some(place)
     }
 
     fn render(&self) -> String {
         format!(
-            "{} {} {} {}\n",
-            self.host, self.base, self.length, self.offset
+            "{} {} {} {} {} {}\n",
+            self.host, self.base, self.length, self.offset, self.durable, self.boot
         )
     }
+
+    /// The offset to trust: the recorded one while the machine has not restarted since it was
+    /// written (the page cache holds its bytes), else the one known to be on disk.
+    fn trusted_offset(&self) -> u64 {
+        match boot_id() {
+            Some(boot) if boot == self.boot => self.offset,
+            _ => self.durable.min(self.offset),
+        }
+    }
+}
+
+/// This boot's id (Linux), read once; `None` where the system has none (every offset is then
+/// synced before it is recorded).
+fn boot_id() -> Option<&'static str> {
+    static BOOT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty() && !s.contains(char::is_whitespace))
+    })
+    .as_deref()
 }
 
 /// A layout (`<host>.layout`): its length, then one `id base length` line per part.
@@ -230,6 +261,8 @@ impl LocalDir {
                     base: 0,
                     length,
                     offset: 0,
+                    durable: 0,
+                    boot: boot_id().unwrap_or("-").to_owned(),
                 }
             }
             Placement::Member { host, base } => {
@@ -247,6 +280,8 @@ impl LocalDir {
                     base: *base,
                     length,
                     offset: 0,
+                    durable: 0,
+                    boot: boot_id().unwrap_or("-").to_owned(),
                 }
             }
         };
@@ -259,11 +294,15 @@ impl LocalDir {
         let Some(place) = self.place_of(id)? else {
             return Ok(None);
         };
-        Ok(self.data_path(&place.host).exists().then_some(place.offset))
+        Ok(self
+            .data_path(&place.host)
+            .exists()
+            .then(|| place.trusted_offset()))
     }
 
-    /// Appends a body to placed part `id`: written at its place in the layout, synced, and
-    /// only then counted in its record.
+    /// Appends a body to placed part `id`: written at its place in the layout, then counted in
+    /// its record; the part's last bytes are synced first (and where the system has no boot id,
+    /// every append's).
     pub(super) async fn append_placed(
         &self,
         id: &str,
@@ -289,41 +328,30 @@ impl LocalDir {
             }
         };
         let host_file = self.data_path(&place.host);
-        let outcome = write_body(
+        // Bytes of a body whose checksum fails stay in the file, uncounted: the next append
+        // writes over them.
+        let mut appended = body::append_at(
             incoming,
             host_file.clone(),
             place.base + limits.offset,
-            limits.room,
-            limits.checksum.map(|c| Hasher::new(c.algorithm)),
-            limits.idle,
-            &limits.let_go,
+            &limits,
         )
         .await;
-        let mut appended = Appended {
-            received: outcome.written,
-            kept: outcome.written,
-            verified: None,
-            end: outcome.end,
-            drained: outcome.drained,
-        };
-        if let Some(c) = limits.checksum {
-            let matched = matches!(appended.end, BodyEnd::Complete)
-                && outcome.digest.as_deref() == Some(c.expected.as_slice());
-            appended.verified = Some(matched);
-            if !matched {
-                // The bytes stay in the file, uncounted: the next append writes over them.
-                appended.kept = 0;
-            }
-        }
         if appended.kept > 0 {
+            let offset = limits.offset + appended.kept;
+            let sync = offset == place.length || boot_id().is_none();
             let record = Place {
-                offset: limits.offset + appended.kept,
+                offset,
+                durable: if sync { offset } else { place.durable },
+                boot: boot_id().unwrap_or("-").to_owned(),
                 ..place
             };
             let dir = self.clone();
             let id = id.to_owned();
             let saved = tokio::task::spawn_blocking(move || {
-                File::open(&host_file)?.sync_data()?;
+                if sync {
+                    File::open(&host_file)?.sync_data()?;
+                }
                 dir.write_place(&id, &record)
             })
             .await
@@ -487,6 +515,7 @@ mod tests {
             id,
             &Place {
                 offset: data.len() as u64,
+                durable: data.len() as u64,
                 ..place
             },
         )
@@ -550,6 +579,12 @@ mod tests {
         fill(&s, "h", b"0123");
         fill(&s, "a", b"456");
         assert_eq!(s.placed_offset("a").unwrap(), Some(3));
+        // After a reboot only the durable offset counts.
+        let mut p = s.place_of("a").unwrap().unwrap();
+        p.durable = 1;
+        assert_eq!(p.trusted_offset(), 3);
+        p.boot = "another-boot".into();
+        assert_eq!(p.trusted_offset(), 1);
         let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         // Out of order: copied, the layout untouched.
         let mixed = ids(&["a", "h"]);

@@ -46,16 +46,9 @@ pub fn parse(value: &str) -> Result<Placement, Refusal> {
 
 /// The upload id at the end of an upload URL (or a bare id).
 fn upload_id(url: &str) -> Result<String, Refusal> {
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    let id = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default();
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return Err(bad(format!("{url:?} is not an upload URL")));
-    }
-    Ok(id.to_owned())
+    crate::tus::headers::upload_id(url)
+        .map(str::to_owned)
+        .ok_or_else(|| bad(format!("{url:?} is not an upload URL")))
 }
 
 impl Uploads {
