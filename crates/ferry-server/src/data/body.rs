@@ -19,9 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Most bytes gathered into one batch (one write system call, one wake-up of the writer).
-const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BYTES: usize = 512 << 10;
 /// Batches queued between the socket reader and the disk writer: with the batch being gathered
-/// and the one being written, at most about 4 MiB of a body is in memory (16 uploads at once
+/// and the one being written, at most about 2 MiB of a body is in memory (16 uploads at once
 /// stay under 64 MiB).
 const QUEUE_BATCHES: usize = 2;
 
@@ -65,7 +65,7 @@ pub async fn write_body(
     let mut taken: u64 = 0;
     let mut end = BodyEnd::Complete;
     // Frames are handed to the writer in batches: as many as arrived without waiting (up to
-    // BATCH_BYTES). A fast sender costs one wake-up per MiB, and a slow one still sees every
+    // BATCH_BYTES). A fast sender costs one wake-up per half MiB, and a slow one still sees every
     // frame reach the file at once (nothing waits in memory for the next frame).
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
