@@ -763,13 +763,7 @@ where
                     // Up to the reset point, if it falls in this piece.
                     let n_ok = reset_in.map_or(n, |left| n.min(left as usize));
                     if let Some(rate) = rate {
-                        let now = Instant::now();
-                        if next > now {
-                            tokio::time::sleep_until(next).await;
-                        } else {
-                            next = now;
-                        }
-                        next += Duration::from_secs_f64(n_ok as f64 / rate as f64);
+                        pace(&mut next, n_ok, rate).await;
                     }
                     if sw.write_all(&data[..n_ok]).await.is_err() {
                         return UpEnd::Error;
@@ -805,6 +799,18 @@ where
         }
         pending.clear();
     }
+}
+
+/// A throttle's step: waits until `next`, then books `n` bytes at `rate` bytes/s (no burst
+/// after idle time).
+async fn pace(next: &mut Instant, n: usize, rate: u64) {
+    let now = Instant::now();
+    if *next > now {
+        tokio::time::sleep_until(*next).await;
+    } else {
+        *next = now;
+    }
+    *next += Duration::from_secs_f64(n as f64 / rate as f64);
 }
 
 /// Server → client: forwards with the connection's byte faults.
@@ -856,13 +862,7 @@ where
             },
         };
         if let Some((rate, _)) = throttle {
-            let now = Instant::now();
-            if next > now {
-                tokio::time::sleep_until(next).await;
-            } else {
-                next = now;
-            }
-            next += Duration::from_secs_f64(n as f64 / rate as f64);
+            pace(&mut next, n, rate).await;
         }
         if cw.write_all(&buf[..n]).await.is_err() {
             return DownEnd::Error;
