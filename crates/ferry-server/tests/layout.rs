@@ -59,7 +59,7 @@ async fn placed(env: &TusTester, token: &str, len: usize, place: &str) -> reqwes
 #[tokio::test]
 async fn layout_places_parts_and_the_final_is_a_rename() {
     use std::os::unix::fs::MetadataExt;
-    let env = Env::start(&[]);
+    let (env, _server) = start().await;
     let r = env
         .req(ANN, Method::OPTIONS, "/uploads/")
         .send()
