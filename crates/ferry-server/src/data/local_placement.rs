@@ -426,7 +426,10 @@ impl LocalDir {
         if places.iter().all(Option::is_none) {
             return Ok(None);
         }
-        let total: u64 = lengths.iter().sum();
+        let total = lengths
+            .iter()
+            .try_fold(0u64, |sum, &len| sum.checked_add(len))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "lengths overflow"))?;
         let dest = self.data_path(id);
         if std::fs::metadata(&dest).is_ok_and(|m| m.len() == total) {
             return Ok(Some(total)); // done before a crash
