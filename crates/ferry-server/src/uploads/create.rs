@@ -163,7 +163,7 @@ impl Uploads {
                 offset: None,
             });
         }
-        self.data.create(&id, rec.length).await?;
+        self.create_staged(user, &id, req, rec.length).await?;
         let lock = self.lock(&id).await?;
         if let Err(e) = self.reserve(user, &rec).await {
             let _ = self.data.delete(&id).await;

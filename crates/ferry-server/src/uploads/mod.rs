@@ -13,6 +13,7 @@ mod append;
 mod create;
 pub mod events;
 mod finish;
+pub mod layout;
 mod quota;
 pub mod refusal;
 mod remove;
