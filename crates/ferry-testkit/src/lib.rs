@@ -1,8 +1,9 @@
 //! Test support for ferry: real servers started on 127.0.0.1 for a test's lifetime
-//! (nginx, `python3 -m http.server`, `ferry serve`, `redis-server`), a tmpfs for full-disk tests, and a misbehaving HTTP server for fault injection.
+//! (nginx, `python3 -m http.server`, `ferry serve`, `redis-server`), a tmpfs and an ext4 image for full-disk tests, and a misbehaving HTTP server for fault injection.
 //! Every server is stopped by its own PID (or task) when its handle is dropped.
 
 pub mod certs;
+pub mod ext4;
 pub mod fault;
 pub mod nginx;
 pub mod proxy;
