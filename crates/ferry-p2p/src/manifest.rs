@@ -237,7 +237,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("contains a control character (a newline, tab, NUL, ...)".into());
     }
-    if let Some(c) = name.chars().find(|&c| is_invisible_formatting(c)) {
+    if let Some(c) = name.chars().find(|&c| ferry_core::naming::reorders_text(c)) {
         return Err(format!(
             "contains U+{:04X}, an invisible character that reorders or splits text (it can \
              make a name look like another)",
@@ -253,20 +253,6 @@ pub fn check_name(name: &str) -> Result<(), String> {
         return Err(format!("is a reserved device name on Windows ({stem})"));
     }
     Ok(())
-}
-
-/// The bidirectional text controls and the line and paragraph separators.
-fn is_invisible_formatting(c: char) -> bool {
-    matches!(
-        c,
-        '\u{061C}'
-            | '\u{200E}'
-            | '\u{200F}'
-            | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
-            | '\u{2028}'
-            | '\u{2029}'
-    )
 }
 
 fn is_device_name(stem: &str) -> bool {

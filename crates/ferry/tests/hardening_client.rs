@@ -219,9 +219,14 @@ fn links_and_strangers_in_place_of_ferrys_pair_are_never_followed_or_written() {
 
 // ---- reservations give back what they got (ext4) ------------------------------------------
 
-/// Bytes of `after` below `before`, or 0.
-fn lost(before: u64, after: u64) -> u64 {
-    before.saturating_sub(after)
+/// Runs `run` (which must fail for want of space) on `fs` and checks that the space the
+/// failed reservation got was given back (less than 1 MiB is still in use afterwards).
+fn refused_for_space_and_given_back(fs: &Ext4, run: impl FnOnce() -> Output) {
+    let before = fs.free_bytes();
+    let o = run();
+    assert_refused(&o, &["no space left", "given back"]);
+    let lost = before.saturating_sub(fs.free_bytes());
+    assert!(lost < MIB as u64, "{lost} bytes stayed allocated");
 }
 
 #[test]
@@ -229,15 +234,9 @@ fn a_failed_reservation_gives_the_blocks_back() {
     let fs = Ext4::mount(32);
     let data = random_bytes(48 * MIB, 4);
     let srv = server(&data, Faults::default());
-    let before = fs.free_bytes();
-    let o = ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], fs.path());
-    assert_refused(&o, &["no space left", "given back"]);
-    let after = fs.free_bytes();
-    assert!(
-        lost(before, after) < MIB as u64,
-        "{} bytes stayed allocated",
-        lost(before, after)
-    );
+    refused_for_space_and_given_back(&fs, || {
+        ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], fs.path())
+    });
     assert!(
         !fs.path().join("f.bin.part").exists() && !fs.path().join("f.bin.ferry").exists(),
         "{:?}",
@@ -282,15 +281,9 @@ fn a_resume_without_room_keeps_its_bytes_and_gives_back_the_rest() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 
-    let before = fs.free_bytes();
-    let o = ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], fs.path());
-    assert_refused(&o, &["no space left", "given back"]);
-    let after = fs.free_bytes();
-    assert!(
-        lost(before, after) < MIB as u64,
-        "{} bytes stayed allocated",
-        lost(before, after)
-    );
+    refused_for_space_and_given_back(&fs, || {
+        ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], fs.path())
+    });
     assert_eq!(
         std::fs::read(fs.path().join("f.bin.ferry")).unwrap(),
         journal
@@ -787,14 +780,7 @@ fn recv_leaves_a_users_staging_files_alone_and_gives_back_a_failed_reservation()
     assert_eq!(names_in(out.path()), ["big.bin.part"]);
 
     let fs = Ext4::mount(16);
-    let before = fs.free_bytes();
-    let o = recv(&[&sender.ticket], fs.path());
-    assert_refused(&o, &["no space left", "given back"]);
-    assert!(
-        lost(before, fs.free_bytes()) < MIB as u64,
-        "{} bytes stayed allocated",
-        lost(before, fs.free_bytes())
-    );
+    refused_for_space_and_given_back(&fs, || recv(&[&sender.ticket], fs.path()));
     let left: Vec<String> = names_in(fs.path())
         .into_iter()
         .filter(|n| n != "lost+found")

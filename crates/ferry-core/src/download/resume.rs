@@ -114,10 +114,14 @@ pub(crate) fn part_state(path: &Path, journal: Option<&Journal>) -> std::io::Res
         PartState::NotOurs("it is not a regular file".into())
     } else {
         match journal {
-            None => PartState::NotOurs(
-                "no journal of ferry's (<name>.ferry) describes it, so it may be someone else's file"
-                    .into(),
-            ),
+            None => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let journal = name.strip_suffix(".part").unwrap_or(&name);
+                PartState::NotOurs(format!(
+                    "no ferry journal ({journal}.ferry) describes it, so it may be someone \
+                     else's file"
+                ))
+            }
             Some(j) => match j.validators.length {
                 Some(len) if len != size => PartState::NotOurs(format!(
                     "it is {size} bytes but its journal describes a file of {len} bytes"
