@@ -46,6 +46,12 @@ fn assert_refused(o: &Output, fragments: &[&str]) {
     }
 }
 
+/// The command succeeded and `path` holds `data`.
+fn assert_fetched(o: &Output, path: impl AsRef<Path>, data: &[u8]) {
+    assert!(o.status.success(), "{}", stderr(o));
+    assert!(std::fs::read(path).unwrap() == data, "the file differs");
+}
+
 fn server(data: &[u8], faults: Faults) -> FaultServer {
     FaultServer::start_blocking(FaultConfig {
         files: vec![("f.bin".into(), data.to_vec())],
@@ -85,8 +91,7 @@ fn a_users_part_file_is_never_touched_even_with_restart() {
     }
     // Another name works beside it.
     let o = ferry(&["get", "-q", "-o", "g.bin", &srv.url("f.bin")], dir.path());
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.path().join("g.bin")).unwrap() == data);
+    assert_fetched(&o, dir.path().join("g.bin"), &data);
 }
 
 #[test]
@@ -212,8 +217,7 @@ fn links_and_strangers_in_place_of_ferrys_pair_are_never_followed_or_written() {
     std::fs::remove_file(dir.path().join("f.bin.ferry")).unwrap();
     std::fs::write(dir.path().join("f.bin.ferry"), &journal).unwrap();
     let o = ferry(&["get", "-q", "-o", "f.bin", &srv.url("f.bin")], dir.path());
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.path().join("f.bin")).unwrap() == data);
+    assert_fetched(&o, dir.path().join("f.bin"), &data);
     assert_eq!(std::fs::read(&victim).unwrap(), precious);
 }
 
@@ -293,8 +297,7 @@ fn a_resume_without_room_keeps_its_bytes_and_gives_back_the_rest() {
         &["get", "-q", "--json", "-o", "f.bin", &srv.url("f.bin")],
         fs.path(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(fs.path().join("f.bin")).unwrap() == data);
+    assert_fetched(&o, fs.path().join("f.bin"), &data);
     assert!(
         !String::from_utf8_lossy(&o.stdout).contains("\"resumed\":0,"),
         "the kept bytes were used"
@@ -343,8 +346,7 @@ fn a_redirect_to_another_origin_carries_no_referer_headers_or_credentials() {
     args.extend(secrets);
     args.push(&url);
     let o = ferry(&args, dir.path());
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.path().join("f.bin")).unwrap() == data);
+    assert_fetched(&o, dir.path().join("f.bin"), &data);
     let seen = other.requests();
     assert!(!seen.is_empty());
     for r in &seen {
@@ -434,8 +436,7 @@ fn other_schemes_loops_and_too_many_redirects_are_permanent_errors() {
     let retried = a.access_log().iter().filter(|e| e.uri == "/self").count();
     assert_eq!(retried, 1, "a refused redirect is not retried");
     let o = ferry(&["get", "-q", "-o", "x.bin", &url("one")], dir.path());
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.path().join("x.bin")).unwrap() == data);
+    assert_fetched(&o, dir.path().join("x.bin"), &data);
 }
 
 #[test]
@@ -495,8 +496,7 @@ fn https_to_http_is_refused_unless_allowed() {
         ],
         dir.path(),
     );
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(std::fs::read(dir.path().join("f.bin")).unwrap() == data);
+    assert_fetched(&o, dir.path().join("f.bin"), &data);
     assert!(
         plain
             .requests()
