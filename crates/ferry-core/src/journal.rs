@@ -285,14 +285,22 @@ fn read_own(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
 }
 
 /// Renames `from` to `to` unless something is at `to` (`AlreadyExists`): `renameat2` with
-/// `RENAME_NOREPLACE`, else a hard link (which never replaces) and unlinking `from`.
+/// `RENAME_NOREPLACE`, else a hard link (which never replaces) and unlinking `from`, else (a
+/// file system with neither) a look before a plain rename.
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
         Ok(()) => Ok(()),
         Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
-            fs::hard_link(from, to)?;
-            fs::remove_file(from)
+            match fs::hard_link(from, to) {
+                Ok(()) => fs::remove_file(from),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => match fs::symlink_metadata(to) {
+                    Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::rename(from, to),
+                    Err(e) => Err(e),
+                },
+            }
         }
         Err(e) => Err(e.into()),
     }
@@ -356,6 +364,27 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_first_journal_never_replaces_a_file_and_a_strangers_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ferry");
+        fs::write(&path, b"mine").unwrap();
+        let err = sample().create(&path).unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"mine");
+        assert!(!with_suffix(&path, ".tmp").exists());
+        fs::remove_file(&path).unwrap();
+        sample().create(&path).unwrap();
+        assert_eq!(Journal::load(&path).unwrap().unwrap().urls, sample().urls);
+        // A leftover temp journal of ferry's is replaced; anyone else's is not.
+        fs::write(with_suffix(&path, ".tmp"), b"FERRY-JOU").unwrap();
+        sample().save(&path).unwrap();
+        fs::write(with_suffix(&path, ".tmp"), b"notes").unwrap();
+        let err = sample().save(&path).unwrap_err();
+        assert!(matches!(err, Error::InTheWay { .. }), "{err}");
+        assert_eq!(fs::read(with_suffix(&path, ".tmp")).unwrap(), b"notes");
     }
 
     #[test]
