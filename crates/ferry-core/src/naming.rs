@@ -7,14 +7,14 @@ use percent_encoding::percent_decode_str;
 pub const FALLBACK_NAME: &str = "index.html";
 
 /// A safe single path component made from `raw`, or `None` if nothing usable is left:
-/// no directories, no `..`, no control characters, no characters that reorder or split text
-/// invisibly (bidirectional controls, line and paragraph separators: a server could make
-/// `invoice\u{202E}fdp.exe` look like `invoiceexe.pdf`), no leading dots, at most 255 bytes.
+/// no directories, no `..`, no control characters, no invisible characters ([`is_invisible`]:
+/// a server could make `invoice\u{202E}fdp.exe` look like `invoiceexe.pdf`), no leading dots,
+/// at most 255 bytes.
 pub fn sanitize(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     let cleaned: String = last
         .chars()
-        .filter(|&c| !c.is_control() && !reorders_text(c))
+        .filter(|&c| !c.is_control() && !is_invisible(c))
         .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim();
     if cleaned.is_empty() {
@@ -30,17 +30,18 @@ pub fn sanitize(raw: &str) -> Option<String> {
     Some(out)
 }
 
-/// Whether `c` reorders or splits text invisibly: the bidirectional text controls (U+061C,
-/// U+200E, U+200F, U+202A–U+202E, U+2066–U+2069) and the line and paragraph separators
-/// (U+2028, U+2029). Names holding one can look like other names.
-pub fn reorders_text(c: char) -> bool {
+/// Whether `c` is an invisible character that can make a name read as another: the
+/// bidirectional text controls (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), the
+/// zero-width characters (U+200B–U+200D, U+2060–U+2065, U+FEFF) and the line and paragraph
+/// separators (U+2028, U+2029). The same set `ferry serve` refuses in upload names.
+pub fn is_invisible(c: char) -> bool {
     matches!(
         c,
         '\u{061C}'
-            | '\u{200E}'
-            | '\u{200F}'
+            | '\u{200B}'..='\u{200F}'
             | '\u{202A}'..='\u{202E}'
-            | '\u{2066}'..='\u{2069}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
             | '\u{2028}'
             | '\u{2029}'
     )

@@ -210,9 +210,9 @@ pub fn piece_size_for(total: u64) -> u64 {
 }
 
 /// Why `name` cannot be a path component, if it cannot: empty, `.` or `..`, longer than 255
-/// bytes, a backslash or control character (NUL included), a character that reorders or
-/// splits text invisibly (the bidirectional controls U+061C, U+200E, U+200F, U+202A–U+202E,
-/// U+2066–U+2069, and the separators U+2028, U+2029), or a Windows device name (`CON`,
+/// bytes, a backslash or control character (NUL included), an invisible character that can
+/// make a name look like another ([`ferry_core::naming::is_invisible`]: bidirectional
+/// controls, zero-width characters, line and paragraph separators), or a Windows device name (`CON`,
 /// `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`, any case, also with an extension such as
 /// `nul.txt`, which Windows treats the same).
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -237,10 +237,10 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err("contains a control character (a newline, tab, NUL, ...)".into());
     }
-    if let Some(c) = name.chars().find(|&c| ferry_core::naming::reorders_text(c)) {
+    if let Some(c) = name.chars().find(|&c| ferry_core::naming::is_invisible(c)) {
         return Err(format!(
-            "contains U+{:04X}, an invisible character that reorders or splits text (it can \
-             make a name look like another)",
+            "contains U+{:04X}, an invisible character (bidirectional, zero-width or a \
+             separator) that can make a name look like another",
             c as u32
         ));
     }
@@ -1088,6 +1088,8 @@ mod tests {
             "top/a\u{2066}b",
             "top/a\u{200F}b",
             "top/a\u{2028}b",
+            "top/a\u{200B}b",
+            "top/a\u{FEFF}b",
             &format!("top/{long}"),
         ];
         for &path in cases {
