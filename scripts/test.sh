@@ -63,6 +63,7 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)   # certificates for the HTTPS test
 command -v aria2c >/dev/null 2>&1 || need+=(aria2)      # interop test of ferry serve
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server) # ferry serve --store redis://
+command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)       # ext4 images: failed reservations (hardening_client.rs)
 if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing missing test dependencies: ${need[*]}"
     pkgs=()

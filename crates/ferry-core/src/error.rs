@@ -185,6 +185,44 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// A file ferry would use for its own bookkeeping (`<name>.part`, `<name>.ferry`,
+    /// `<name>.ferry.tmp`) is there and is not provably ferry's (a symbolic link, not a
+    /// regular file, not a ferry journal, or a part file its journal does not describe). Such a
+    /// file is never written, truncated or deleted, `--restart` included.
+    #[error(
+        "{} is in the way: {reason}; ferry never writes, truncates or deletes a file it did not make",
+        path.display()
+    )]
+    InTheWay {
+        /// The file.
+        path: PathBuf,
+        /// Why it is not ferry's.
+        reason: String,
+    },
+
+    /// A redirect that is not followed (another scheme, https to http, a loop, too many, or
+    /// none allowed at all).
+    #[error("{url}: {refusal}")]
+    Redirect {
+        /// The URL as given.
+        url: String,
+        /// Why the redirect was refused.
+        refusal: crate::source::RedirectRefusal,
+    },
+
+    /// There is not enough space for the whole file; the space reserved for it before the
+    /// failure was given back (and a part file made for it removed).
+    #[error(
+        "{}: no space left on the device for the whole file ({len} bytes); the space reserved for it was given back",
+        path.display()
+    )]
+    NoSpaceForFile {
+        /// The part file.
+        path: PathBuf,
+        /// The file's length.
+        len: u64,
+    },
+
     /// Another process is writing the destination.
     #[error("{} is being written by another ferry process; wait for it or stop it first", path.display())]
     Busy {
@@ -247,6 +285,7 @@ impl Error {
                 | Error::RetriesExhausted { .. }
                 | Error::Network { .. }
                 | Error::DiskFull { .. }
+                | Error::NoSpaceForFile { .. }
         )
     }
 }

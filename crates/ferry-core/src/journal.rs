@@ -6,15 +6,25 @@
 //! crash at any instant leaves either the old or the new journal, never a torn one. A journal
 //! that fails its checksum, has another version, or describes another download is reported,
 //! never trusted.
+//!
+//! A journal is ferry's own file: it is read and written without following symbolic links, its
+//! temp file is created only where nothing (or a leftover of ferry's) is, and the first journal
+//! of a download never replaces a file that appeared meanwhile. A file at `<name>.ferry` that
+//! does not begin with ferry's magic line is not ferry's: it is refused
+//! ([`Error::InTheWay`]) and never replaced or deleted.
 
 use crate::error::Error;
 use crate::ranges::RangeSet;
+use crate::sink::{open_error, own_file_flags};
 use serde::{Deserialize, Serialize};
-use std::fs;
-use std::io::Write;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &str = "FERRY-JOURNAL";
+/// A journal larger than this is refused as corrupt (64 MiB: millions of done ranges).
+const MAX_JOURNAL_BYTES: u64 = 64 << 20;
 /// Bumped whenever the body's meaning changes; older or newer journals are refused clearly.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -96,13 +106,27 @@ impl Journal {
         with_suffix(file, ".ferry")
     }
 
-    /// Reads and checks a journal. `Ok(None)` when there is none.
+    /// Reads and checks a journal. `Ok(None)` when there is none. A symbolic link, something
+    /// other than a regular file, or a file without ferry's magic line is
+    /// [`Error::InTheWay`]; a ferry journal that does not check out is
+    /// [`Error::JournalCorrupt`].
     pub fn load(path: &Path) -> Result<Option<Journal>, Error> {
-        let text = match fs::read(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(path, e)),
+        let text = match read_own(path, MAX_JOURNAL_BYTES)? {
+            Some(t) => t,
+            None => return Ok(None),
         };
+        if !text.starts_with(MAGIC.as_bytes()) {
+            return Err(Error::InTheWay {
+                path: path.to_owned(),
+                reason: format!("it is not a ferry journal (those begin with {MAGIC})"),
+            });
+        }
+        if text.len() as u64 > MAX_JOURNAL_BYTES {
+            return Err(Error::JournalCorrupt {
+                path: path.to_owned(),
+                reason: format!("larger than {} MiB", MAX_JOURNAL_BYTES >> 20),
+            });
+        }
         Self::parse(&text)
             .map(Some)
             .map_err(|reason| Error::JournalCorrupt {
@@ -157,21 +181,71 @@ impl Journal {
         )
     }
 
-    /// Atomically replaces the journal at `path`: temp file, fsync, rename, fsync directory.
+    /// Atomically replaces ferry's journal at `path`: temp file, fsync, rename, fsync directory.
     pub fn save(&mut self, path: &Path) -> Result<(), Error> {
-        self.updated = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let tmp = with_suffix(path, ".tmp");
+        let tmp = self.write_tmp(path)?;
         let write = || -> std::io::Result<()> {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(self.render().as_bytes())?;
-            f.sync_all()?;
-            drop(f);
             fs::rename(&tmp, path)?;
             sync_parent_dir(path)
         };
         write().map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes the first journal of a download at `path`, where nothing is: a file that
+    /// appeared there meanwhile is never replaced (then another ferry is starting the same
+    /// download: [`Error::Busy`]).
+    pub fn create(&mut self, path: &Path) -> Result<(), Error> {
+        let tmp = self.write_tmp(path)?;
+        match rename_noreplace(&tmp, path) {
+            Ok(()) => sync_parent_dir(path).map_err(|e| Error::io(path, e)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    Error::Busy {
+                        path: path.to_owned(),
+                    }
+                } else {
+                    Error::io(path, e)
+                })
+            }
+        }
+    }
+
+    /// Writes the journal, durably, to `<path>.tmp` (created where nothing is, or over a
+    /// leftover temp journal of ferry's) and returns that path.
+    fn write_tmp(&mut self, path: &Path) -> Result<PathBuf, Error> {
+        self.updated = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let tmp = with_suffix(path, ".tmp");
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(own_file_flags())
+                .open(&tmp)
+        };
+        let mut f = match create() {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // A crash between writing and renaming leaves ferry's temp journal (empty or
+                // part of one); anything else there is not ferry's.
+                let leftover = read_own(&tmp, MAGIC.len() as u64)?.unwrap_or_default();
+                let n = leftover.len().min(MAGIC.len());
+                if leftover[..n] != MAGIC.as_bytes()[..n] {
+                    return Err(Error::InTheWay {
+                        path: tmp,
+                        reason: "it is not a temporary ferry journal".into(),
+                    });
+                }
+                fs::remove_file(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                create().map_err(|e| open_error(&tmp, e))?
+            }
+            other => other.map_err(|e| open_error(&tmp, e))?,
+        };
+        f.write_all(self.render().as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        Ok(tmp)
     }
 
     /// Deletes the journal at `path`; one that is already gone is not an error.
@@ -181,6 +255,54 @@ impl Journal {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(path, e)),
         }
+    }
+}
+
+/// Reads at most `limit + 1` bytes of ferry's own file `path`, opened without following a
+/// symbolic link; `None` when there is no such file. Anything but a regular file is
+/// [`Error::InTheWay`].
+fn read_own(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Error> {
+    let f = match OpenOptions::new()
+        .read(true)
+        .custom_flags(own_file_flags())
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(open_error(path, e)),
+    };
+    if !f.metadata().map_err(|e| Error::io(path, e))?.is_file() {
+        return Err(Error::InTheWay {
+            path: path.to_owned(),
+            reason: "it is not a regular file".into(),
+        });
+    }
+    let mut text = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| Error::io(path, e))?;
+    Ok(Some(text))
+}
+
+/// Renames `from` to `to` unless something is at `to` (`AlreadyExists`): `renameat2` with
+/// `RENAME_NOREPLACE`, else a hard link (which never replaces) and unlinking `from`, else (a
+/// file system with neither) a look before a plain rename.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::OPNOTSUPP) => {
+            match fs::hard_link(from, to) {
+                Ok(()) => fs::remove_file(from),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(e),
+                Err(_) => match fs::symlink_metadata(to) {
+                    Ok(_) => Err(std::io::ErrorKind::AlreadyExists.into()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::rename(from, to),
+                    Err(e) => Err(e),
+                },
+            }
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -242,6 +364,27 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_first_journal_never_replaces_a_file_and_a_strangers_temp_file_is_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.ferry");
+        fs::write(&path, b"mine").unwrap();
+        let err = sample().create(&path).unwrap_err();
+        assert!(matches!(err, Error::Busy { .. }), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"mine");
+        assert!(!with_suffix(&path, ".tmp").exists());
+        fs::remove_file(&path).unwrap();
+        sample().create(&path).unwrap();
+        assert_eq!(Journal::load(&path).unwrap().unwrap().urls, sample().urls);
+        // A leftover temp journal of ferry's is replaced; anyone else's is not.
+        fs::write(with_suffix(&path, ".tmp"), b"FERRY-JOU").unwrap();
+        sample().save(&path).unwrap();
+        fs::write(with_suffix(&path, ".tmp"), b"notes").unwrap();
+        let err = sample().save(&path).unwrap_err();
+        assert!(matches!(err, Error::InTheWay { .. }), "{err}");
+        assert_eq!(fs::read(with_suffix(&path, ".tmp")).unwrap(), b"notes");
     }
 
     #[test]
@@ -352,6 +495,10 @@ mod tests {
                     Err(Error::JournalCorrupt { path: p, reason }) => {
                         prop_assert_eq!(p, path);
                         prop_assert!(!reason.is_empty());
+                    }
+                    Err(Error::InTheWay { path: p, .. }) => {
+                        prop_assert_eq!(p, path);
+                        prop_assert!(!bytes.starts_with(MAGIC.as_bytes()));
                     }
                     other => prop_assert!(false, "unexpected {other:?}"),
                 }

@@ -7,10 +7,15 @@ use percent_encoding::percent_decode_str;
 pub const FALLBACK_NAME: &str = "index.html";
 
 /// A safe single path component made from `raw`, or `None` if nothing usable is left:
-/// no directories, no `..`, no control characters, no leading dots, at most 255 bytes.
+/// no directories, no `..`, no control characters, no invisible characters ([`is_invisible`]:
+/// a server could make `invoice\u{202E}fdp.exe` look like `invoiceexe.pdf`), no leading dots,
+/// at most 255 bytes.
 pub fn sanitize(raw: &str) -> Option<String> {
     let last = raw.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = last.chars().filter(|c| !c.is_control()).collect();
+    let cleaned: String = last
+        .chars()
+        .filter(|&c| !c.is_control() && !is_invisible(c))
+        .collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim();
     if cleaned.is_empty() {
         return None;
@@ -23,6 +28,23 @@ pub fn sanitize(raw: &str) -> Option<String> {
         out.push(c);
     }
     Some(out)
+}
+
+/// Whether `c` is an invisible character that can make a name read as another: the
+/// bidirectional text controls (U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069), the
+/// zero-width characters (U+200B–U+200D, U+2060–U+2065, U+FEFF) and the line and paragraph
+/// separators (U+2028, U+2029). The same set `ferry serve` refuses in upload names.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2069}'
+            | '\u{FEFF}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
 }
 
 /// The file name a `Content-Disposition` value asks for (RFC 6266; `filename*` wins).
@@ -110,6 +132,14 @@ mod tests {
         assert_eq!(sanitize("a\\b\\..\\c.txt").as_deref(), Some("c.txt"));
         assert_eq!(sanitize(".bashrc").as_deref(), Some("bashrc"));
         assert_eq!(sanitize("x\u{0}y\n").as_deref(), Some("xy"));
+        assert_eq!(
+            sanitize("invoice\u{202E}fdp.exe").as_deref(),
+            Some("invoicefdp.exe")
+        );
+        assert_eq!(
+            sanitize("a\u{2066}b\u{2028}c\u{200F}").as_deref(),
+            Some("abc")
+        );
         assert_eq!(sanitize(&"é".repeat(300)).unwrap().len(), 254);
     }
 

@@ -1,6 +1,14 @@
 //! `HttpSource`: one URL (a mirror) as a source of byte ranges. Builds one HTTP client per
 //! connection (so HTTP/2 never folds our connections into one socket), sends range requests
 //! with `If-Range`, and sorts each answer into data, a retryable failure or a fatal error.
+//!
+//! Redirects are followed here, hop by hop, not by the HTTP client, so that what each request
+//! carries is decided in one place ([`HttpSource::may_send_credentials`]): the caller's headers
+//! (`-H`) and the credentials of the URL go only to the origin (scheme, host, port) of the URL
+//! as given, unless [`RedirectPolicy::trusted`] (curl's `--location-trusted`); no `Referer` is
+//! ever sent; a redirect to another scheme than http(s), from https to http (unless
+//! [`RedirectPolicy::allow_downgrade`]), in a loop or past [`RedirectPolicy::max`] hops is a
+//! permanent error ([`Error::Redirect`]).
 
 use crate::error::Error;
 use crate::journal::Validators;
@@ -41,6 +49,100 @@ pub struct ClientOptions {
     /// A TLS configuration to use instead of the system trust store (e.g. one that accepts
     /// only a pinned certificate, for ferry peers).
     pub tls: Option<CustomTls>,
+    /// How downloads follow redirects.
+    pub redirects: RedirectPolicy,
+}
+
+/// How a download follows redirects (`301`, `302`, `303`, `307`, `308` with a `Location`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RedirectPolicy {
+    /// Follow redirects at all; when false a redirect is an error. Default true.
+    pub follow: bool,
+    /// Most redirects followed for one request. Default 10.
+    pub max: u32,
+    /// Send the caller's headers and the URL's credentials to other origins too (curl's
+    /// `--location-trusted`). Default false: they go only to the origin of the URL as given.
+    pub trusted: bool,
+    /// Follow a redirect from https to plain http. Default false.
+    pub allow_downgrade: bool,
+}
+
+impl Default for RedirectPolicy {
+    fn default() -> Self {
+        RedirectPolicy {
+            follow: true,
+            max: 10,
+            trusted: false,
+            allow_downgrade: false,
+        }
+    }
+}
+
+/// Why a redirect was not followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RedirectRefusal {
+    /// Redirects are not followed at all here (a ferry peer is never left).
+    NotFollowed {
+        /// Where the redirect pointed.
+        to: String,
+    },
+    /// The `Location` is not a URL.
+    BadLocation {
+        /// The header as sent.
+        location: String,
+    },
+    /// The target's scheme is not http or https.
+    Scheme {
+        /// Where the redirect pointed.
+        to: String,
+    },
+    /// From https to plain http.
+    Downgrade {
+        /// Where the redirect pointed.
+        to: String,
+    },
+    /// Back to a URL of the same chain.
+    Loop {
+        /// The URL met twice.
+        to: String,
+    },
+    /// More hops than allowed.
+    TooMany {
+        /// The limit.
+        max: u32,
+    },
+}
+
+impl std::fmt::Display for RedirectRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedirectRefusal::NotFollowed { to } => write!(
+                f,
+                "the server redirected to {to}; redirects are not followed here"
+            ),
+            RedirectRefusal::BadLocation { location } => write!(
+                f,
+                "the server redirected to {location:?}, which is not a URL"
+            ),
+            RedirectRefusal::Scheme { to } => write!(
+                f,
+                "the server redirected to {to}; only http and https redirects are followed"
+            ),
+            RedirectRefusal::Downgrade { to } => write!(
+                f,
+                "the server redirected from https to plain http ({to}); not followed, as the \
+                 transfer would be readable and changeable on the way"
+            ),
+            RedirectRefusal::Loop { to } => write!(
+                f,
+                "the server's redirects go round in a loop (back to {to})"
+            ),
+            RedirectRefusal::TooMany { max } => {
+                write!(f, "more than {max} redirects in a row; giving up")
+            }
+        }
+    }
 }
 
 /// A preconfigured rustls client configuration, named by `key` (clients are shared between
@@ -68,16 +170,40 @@ impl Default for ClientOptions {
             headers: HeaderMap::new(),
             user_agent: concat!("ferry/", env!("CARGO_PKG_VERSION")).to_string(),
             tls: None,
+            redirects: RedirectPolicy::default(),
         }
     }
 }
 
-/// A client with its own connection pool: one per ferry connection.
+/// A client with its own connection pool that follows redirects itself (at most 10, the
+/// caller's headers on every request, no `Referer`): the upload client's.
 pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
     let mut headers = opts.headers.clone();
     headers
         .entry(header::ACCEPT_ENCODING)
         .or_insert(HeaderValue::from_static("identity"));
+    client_builder(opts, headers)
+        .redirect(reqwest::redirect::Policy::limited(10))
+        .build()
+        .map_err(Error::HttpClient)
+}
+
+/// A download connection's client: it follows no redirect ([`HttpSource::get`] does, deciding
+/// per hop what to send) and sends none of the caller's headers by itself.
+pub fn build_download_client(opts: &ClientOptions) -> Result<Client, Error> {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    client_builder(opts, headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(Error::HttpClient)
+}
+
+/// The settings both kinds of clients share.
+fn client_builder(opts: &ClientOptions, headers: HeaderMap) -> reqwest::ClientBuilder {
     let mut builder = Client::builder();
     if let Some(tls) = &opts.tls {
         builder = builder.tls_backend_preconfigured(tls.config.as_ref().clone());
@@ -90,12 +216,10 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
     builder
         .user_agent(opts.user_agent.clone())
         .default_headers(headers)
+        .referer(false)
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
         .pool_max_idle_per_host(64)
-        .redirect(reqwest::redirect::Policy::limited(10))
-        .build()
-        .map_err(Error::HttpClient)
 }
 
 /// One URL and what we learned about it.
@@ -103,6 +227,14 @@ pub fn build_client(opts: &ClientOptions) -> Result<Client, Error> {
 pub struct HttpSource {
     /// The URL as given.
     pub url: Url,
+    /// The URL as requested: without its user name and password, which go in an
+    /// `Authorization` header where [`HttpSource::may_send_credentials`] allows.
+    bare: Url,
+    /// The user name and password of the URL as given, percent-decoded.
+    userinfo: Option<(String, Option<String>)>,
+    /// The caller's headers (`-H`).
+    headers: HeaderMap,
+    redirects: RedirectPolicy,
     state: Mutex<SourceState>,
 }
 
@@ -115,13 +247,75 @@ struct SourceState {
 }
 
 impl HttpSource {
-    /// A source for `url`, not yet contacted (no redirect target, validators, or reason to
-    /// drop it).
-    pub fn new(url: Url) -> Self {
+    /// A source for `url` with the caller's headers and redirect policy of `opts`, not yet
+    /// contacted (no redirect target, validators, or reason to drop it).
+    pub fn new(url: Url, opts: &ClientOptions) -> Self {
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let userinfo = (!url.username().is_empty() || url.password().is_some())
+            .then(|| (decode(url.username()), url.password().map(decode)));
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
         HttpSource {
             url,
+            bare,
+            userinfo,
+            headers: opts.headers.clone(),
+            redirects: opts.redirects.clone(),
             state: Mutex::new(SourceState::default()),
         }
+    }
+
+    /// Whether a request to `target` may carry the caller's headers and the URL's
+    /// credentials: only to the origin (scheme, host, port) of the URL as given, unless the
+    /// policy trusts every redirect target. The one place this is decided.
+    pub fn may_send_credentials(&self, target: &Url) -> bool {
+        self.redirects.trusted
+            || (target.scheme() == self.bare.scheme()
+                && target.host_str() == self.bare.host_str()
+                && target.port_or_known_default() == self.bare.port_or_known_default())
+    }
+
+    /// Where the redirect `resp` (an answer to a request for `from`) leads, or why it is not
+    /// followed; `chain` holds the URLs requested so far.
+    fn redirect_target(&self, resp: &Response, from: &Url, chain: &[Url]) -> Result<Url, Failure> {
+        let refuse = |refusal| {
+            Failure::Fatal(Error::Redirect {
+                url: self.bare.to_string(),
+                refusal,
+            })
+        };
+        let location = resp
+            .headers()
+            .get(header::LOCATION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let Ok(to) = from.join(&location) else {
+            return Err(refuse(RedirectRefusal::BadLocation { location }));
+        };
+        let shown = to.to_string();
+        if !self.redirects.follow {
+            return Err(refuse(RedirectRefusal::NotFollowed { to: shown }));
+        }
+        if !matches!(to.scheme(), "http" | "https") {
+            return Err(refuse(RedirectRefusal::Scheme { to: shown }));
+        }
+        if from.scheme() == "https" && to.scheme() == "http" && !self.redirects.allow_downgrade {
+            return Err(refuse(RedirectRefusal::Downgrade { to: shown }));
+        }
+        if to == *from || chain.contains(&to) {
+            return Err(refuse(RedirectRefusal::Loop { to: shown }));
+        }
+        if chain.len() >= self.redirects.max as usize {
+            return Err(refuse(RedirectRefusal::TooMany {
+                max: self.redirects.max,
+            }));
+        }
+        Ok(to)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SourceState> {
@@ -133,7 +327,7 @@ impl HttpSource {
         self.lock()
             .effective
             .clone()
-            .unwrap_or_else(|| self.url.clone())
+            .unwrap_or_else(|| self.bare.clone())
     }
 
     /// Records where a request's redirects ended: later requests go straight there.
@@ -163,15 +357,43 @@ impl HttpSource {
         self.lock().disabled.clone()
     }
 
-    /// GET with an optional `Range: bytes=start-[end-1]` and `If-Range`.
+    /// GET with an optional `Range: bytes=start-[end-1]` and `If-Range`, following redirects
+    /// by [`RedirectPolicy`]; the answer's URL is where they ended.
     pub async fn get(
         &self,
         client: &Client,
         range: Option<(u64, Option<u64>)>,
         if_range: Option<&str>,
     ) -> Result<Response, Failure> {
-        let url = self.request_url();
+        let mut url = self.request_url();
+        let mut chain = Vec::new();
+        loop {
+            let resp = self.get_once(client, &url, range, if_range).await?;
+            let redirect = matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308)
+                && resp.headers().contains_key(header::LOCATION);
+            if !redirect {
+                return classify(resp, &self.bare);
+            }
+            let next = self.redirect_target(&resp, &url, &chain)?;
+            chain.push(std::mem::replace(&mut url, next));
+        }
+    }
+
+    /// One request to `url`, with what may go there.
+    async fn get_once(
+        &self,
+        client: &Client,
+        url: &Url,
+        range: Option<(u64, Option<u64>)>,
+        if_range: Option<&str>,
+    ) -> Result<Response, Failure> {
         let mut req = client.get(url.clone());
+        if self.may_send_credentials(url) {
+            if let Some((user, password)) = &self.userinfo {
+                req = req.basic_auth(user, password.as_ref());
+            }
+            req = req.headers(self.headers.clone());
+        }
         if let Some((start, end)) = range {
             let value = match end {
                 Some(end) => format!("bytes={start}-{}", end - 1),
@@ -182,21 +404,19 @@ impl HttpSource {
                 req = req.header(header::IF_RANGE, v);
             }
         }
-        let resp = req
-            .send()
+        req.send()
             .await
             .map_err(|e| match crate::tls::certificate_problem(&e) {
                 // Retrying cannot make a certificate trusted.
                 Some(reason) => Failure::Fatal(Error::Certificate {
-                    url: self.url.to_string(),
+                    url: self.bare.to_string(),
                     reason,
                 }),
                 None => Failure::Transient {
                     reason: describe(&e),
                     retry_after: None,
                 },
-            })?;
-        classify(resp, &self.url)
+            })
     }
 }
 

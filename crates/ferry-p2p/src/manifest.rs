@@ -29,6 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use unicode_normalization::UnicodeNormalization;
 
 /// The manifest format this ferry writes and reads.
 pub const MANIFEST_VERSION: u32 = 1;
@@ -40,6 +41,29 @@ pub const MAX_PIECE_SIZE: u64 = 16 << 20;
 pub const TARGET_PIECES: u64 = 16 * 1024;
 /// Longest allowed path component, in bytes (the limit of common file systems).
 pub const MAX_NAME_BYTES: usize = 255;
+/// Default cap on the bytes of a manifest a receiver reads from a peer (256 MiB: about a
+/// million files, or 4 million pieces).
+pub const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+/// Default cap on the entries (files and folders) of a manifest a receiver accepts.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// What a receiver accepts from a peer's manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManifestLimits {
+    /// Most bytes read (default [`MAX_MANIFEST_BYTES`]).
+    pub max_bytes: u64,
+    /// Most entries (default [`MAX_ENTRIES`]).
+    pub max_entries: usize,
+}
+
+impl Default for ManifestLimits {
+    fn default() -> Self {
+        ManifestLimits {
+            max_bytes: MAX_MANIFEST_BYTES,
+            max_entries: MAX_ENTRIES,
+        }
+    }
+}
 
 /// What a sender shares.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,7 +210,9 @@ pub fn piece_size_for(total: u64) -> u64 {
 }
 
 /// Why `name` cannot be a path component, if it cannot: empty, `.` or `..`, longer than 255
-/// bytes, a backslash or control character (NUL included), or a Windows device name (`CON`,
+/// bytes, a backslash or control character (NUL included), an invisible character that can
+/// make a name look like another ([`ferry_core::naming::is_invisible`]: bidirectional
+/// controls, zero-width characters, line and paragraph separators), or a Windows device name (`CON`,
 /// `PRN`, `AUX`, `NUL`, `COM0`–`COM9`, `LPT0`–`LPT9`, any case, also with an extension such as
 /// `nul.txt`, which Windows treats the same).
 pub fn check_name(name: &str) -> Result<(), String> {
@@ -210,6 +236,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
     }
     if name.chars().any(char::is_control) {
         return Err("contains a control character (a newline, tab, NUL, ...)".into());
+    }
+    if let Some(c) = name.chars().find(|&c| ferry_core::naming::is_invisible(c)) {
+        return Err(format!(
+            "contains U+{:04X}, an invisible character (bidirectional, zero-width or a \
+             separator) that can make a name look like another",
+            c as u32
+        ));
     }
     let stem = name
         .split('.')
@@ -276,24 +309,46 @@ impl Manifest {
         Self::hash_of(&self.to_bytes())
     }
 
-    /// Parses and validates bytes received from a peer: the version; every path safe (see
-    /// [`check_path`]) and listed once; every entry's parent folder listed before it as a folder
-    /// (so no file's path is used as a folder); the piece size a power of two from 1 MiB to
-    /// 16 MiB; each file's piece count matching its size, each hash 64 lowercase hex digits; at
-    /// least one entry.
+    /// [`Manifest::parse_with`] under the default [`ManifestLimits`].
     pub fn parse(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        Self::parse_with(bytes, ManifestLimits::default())
+    }
+
+    /// Parses and validates bytes received from a peer: within `limits` (bytes, and entries
+    /// counted before any is built); the version; every path safe (see [`check_path`]) and
+    /// listed once, paths normalised to Unicode NFC (two that are the same once normalised are
+    /// refused: one would replace the other); every entry's parent folder listed before it as a
+    /// folder (so no file's path is used as a folder); the piece size a power of two from
+    /// 1 MiB to 16 MiB; each file's piece count matching its size, each hash 64 lowercase hex
+    /// digits; at least one entry. The manifest returned holds the normalised paths.
+    pub fn parse_with(bytes: &[u8], limits: ManifestLimits) -> Result<Manifest, ManifestError> {
         #[derive(Deserialize)]
-        struct Version {
+        struct Head {
             version: u32,
+            #[serde(default, deserialize_with = "count_entries")]
+            entries: usize,
         }
-        let Version { version } = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
+        if bytes.len() as u64 > limits.max_bytes {
+            return Err(ManifestError::Invalid(format!(
+                "it is larger than the limit of {} bytes",
+                limits.max_bytes
+            )));
+        }
+        let Head { version, entries } =
+            serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
         if version > MANIFEST_VERSION {
             return Err(ManifestError::Newer(version));
         }
         if version != MANIFEST_VERSION {
             return Err(ManifestError::Invalid(format!("unknown version {version}")));
         }
-        let m: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
+        if entries > limits.max_entries {
+            return Err(ManifestError::Invalid(format!(
+                "it lists {entries} files and folders, more than the limit of {}",
+                limits.max_entries
+            )));
+        }
+        let mut m: Manifest = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
         let ps = m.piece_size;
         if !ps.is_power_of_two() || !(MIN_PIECE_SIZE..=MAX_PIECE_SIZE).contains(&ps) {
             return Err(ManifestError::Invalid(format!(
@@ -303,19 +358,25 @@ impl Manifest {
         if m.entries.is_empty() {
             return Err(ManifestError::Invalid("it lists nothing".into()));
         }
-        let mut seen: HashMap<&str, bool> = HashMap::with_capacity(m.entries.len());
+        // Normalised path → (is a folder, index of its entry, its path as sent when that was
+        // not normalised).
+        type Seen = (bool, usize, Option<String>);
+        let mut seen: HashMap<String, Seen> = HashMap::with_capacity(m.entries.len());
         let mut total = 0u64;
-        for (index, e) in m.entries.iter().enumerate() {
+        for (index, e) in m.entries.iter_mut().enumerate() {
             let bad = |reason: String| ManifestError::InvalidEntry {
                 index,
                 path: e.path.clone(),
                 reason,
             };
             check_path(&e.path).map_err(bad)?;
-            if let Some((parent, _)) = e.path.rsplit_once('/') {
+            let path: String = e.path.nfc().collect();
+            if let Some((parent, _)) = path.rsplit_once('/') {
                 match seen.get(parent) {
-                    Some(true) => {}
-                    Some(false) => return Err(bad(format!("its parent {parent:?} is a file"))),
+                    Some((true, ..)) => {}
+                    Some((false, ..)) => {
+                        return Err(bad(format!("its parent {parent:?} is a file")));
+                    }
                     None => {
                         return Err(bad(format!(
                             "its folder {parent:?} is not listed before it"
@@ -324,8 +385,15 @@ impl Manifest {
                 }
             }
             let is_dir = matches!(e.kind, EntryKind::Dir);
-            if seen.insert(&e.path, is_dir).is_some() {
-                return Err(bad("the path is listed twice".into()));
+            if let Some((_, first, sent)) = seen.get(&path) {
+                return Err(bad(if *sent.as_ref().unwrap_or(&path) == e.path {
+                    "the path is listed twice".into()
+                } else {
+                    format!(
+                        "it is the same name as entry {first} once both are written the same \
+                         way (Unicode NFC), so one would replace the other"
+                    )
+                }));
             }
             if let EntryKind::File { size, pieces } = &e.kind {
                 let expected = size.div_ceil(ps);
@@ -344,6 +412,8 @@ impl Manifest {
                     .checked_add(*size)
                     .ok_or_else(|| bad("the total size overflows".into()))?;
             }
+            let sent = (path != e.path).then(|| std::mem::replace(&mut e.path, path.clone()));
+            seen.insert(path, (is_dir, index, sent));
         }
         Ok(m)
     }
@@ -376,6 +446,25 @@ impl Manifest {
             })
             .fold(0, u64::saturating_add)
     }
+}
+
+/// Counts the elements of a JSON array without building them.
+fn count_entries<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array of entries")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        }
+    }
+    d.deserialize_seq(Count)
 }
 
 /// An entry found on disk, before hashing.
@@ -995,6 +1084,12 @@ mod tests {
             "top/lpt9.log",
             "top/PRN ",
             "top/com¹",
+            "top/invoice\u{202E}fdp.exe",
+            "top/a\u{2066}b",
+            "top/a\u{200F}b",
+            "top/a\u{2028}b",
+            "top/a\u{200B}b",
+            "top/a\u{FEFF}b",
             &format!("top/{long}"),
         ];
         for &path in cases {
@@ -1023,6 +1118,65 @@ mod tests {
             });
             Manifest::parse(&m.to_bytes()).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn paths_are_normalised_and_names_equal_once_normalised_are_refused() {
+        let mut m = valid();
+        m.entries.push(Entry {
+            path: "top/cafe\u{301}".into(),
+            kind: EntryKind::Dir,
+        });
+        let parsed = Manifest::parse(&m.to_bytes()).unwrap();
+        assert_eq!(parsed.entries[2].path, "top/caf\u{e9}");
+        m.entries.push(Entry {
+            path: "top/caf\u{e9}".into(),
+            kind: EntryKind::Dir,
+        });
+        let err = parse_err(&m);
+        assert!(err.contains("entry 3") && err.contains("NFC"), "{err}");
+        // A child under the decomposed folder name finds its normalised parent.
+        let mut m = valid();
+        m.entries.push(Entry {
+            path: "top/cafe\u{301}".into(),
+            kind: EntryKind::Dir,
+        });
+        m.entries.push(Entry {
+            path: "top/caf\u{e9}/x".into(),
+            kind: EntryKind::Dir,
+        });
+        assert!(Manifest::parse(&m.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn parse_keeps_to_its_limits() {
+        let m = valid();
+        let bytes = m.to_bytes();
+        let exact = ManifestLimits {
+            max_bytes: bytes.len() as u64,
+            max_entries: m.entries.len(),
+        };
+        assert!(Manifest::parse_with(&bytes, exact).is_ok());
+        let err = Manifest::parse_with(
+            &bytes,
+            ManifestLimits {
+                max_bytes: exact.max_bytes - 1,
+                ..exact
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("larger than the limit"), "{err}");
+        let err = Manifest::parse_with(
+            &bytes,
+            ManifestLimits {
+                max_entries: exact.max_entries - 1,
+                ..exact
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("more than the limit"), "{err}");
     }
 
     #[test]

@@ -3,11 +3,16 @@
 //! then fetches every file with the download engine from all senders at once (ranges go to
 //! whichever is faster), verifying each piece; a sender whose bytes fail verification is
 //! dropped. A sent file arrives as `DIR/<name>`, a folder as `DIR/<folder>/…`.
+//!
+//! A sender is hostile until proven otherwise: its manifest is read up to a size cap and parsed
+//! under an entry cap ([`ManifestLimits`]), its paths are validated and normalised by
+//! [`Manifest::parse_with`], and no redirect is followed (neither for the manifest nor for a
+//! file): a receive never talks to anyone but the pinned senders of its tickets.
 
-use crate::manifest::{EntryKind, Manifest, ManifestError};
+use crate::manifest::{EntryKind, Manifest, ManifestError, ManifestLimits};
 use crate::ticket::Ticket;
 use crate::tls;
-use ferry_core::source::CustomTls;
+use ferry_core::source::{CustomTls, RedirectPolicy};
 use ferry_core::{Download, Error, EventSink, Output, PieceHashes, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,6 +55,15 @@ pub enum RecvError {
     /// The senders' manifest was refused.
     #[error("the sender's content list is invalid: {0}")]
     BadManifest(#[from] ManifestError),
+    /// A sender answered in a way a ferry sender never does (a redirect, a content list over
+    /// the size cap); it is not used.
+    #[error("{sender}: {what}; this sender is not used")]
+    Refused {
+        /// The sender's address.
+        sender: String,
+        /// What it did.
+        what: String,
+    },
     /// A local folder or empty file could not be created.
     #[error("{}: {source}", path.display())]
     Io {
@@ -112,6 +126,8 @@ pub struct Receive {
     pub events: Box<dyn Fn(usize) -> EventSink + Send + Sync>,
     /// Notes for people (e.g. a sender that could not be reached).
     pub note: Box<dyn Fn(&str) + Send + Sync>,
+    /// What is accepted of a sender's manifest (bytes, entries).
+    pub limits: ManifestLimits,
 }
 
 /// One reachable sender.
@@ -132,6 +148,7 @@ impl Receive {
             connect_timeout: Duration::from_secs(5),
             events: Box::new(|_| EventSink::default()),
             note: Box::new(|_| {}),
+            limits: ManifestLimits::default(),
         }
     }
 
@@ -170,6 +187,8 @@ impl Receive {
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls.config.as_ref().clone())
             .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .connect_timeout(self.connect_timeout)
             .timeout(Duration::from_secs(60))
             .build()
@@ -179,9 +198,10 @@ impl Receive {
         let mut peers = Vec::new();
         let mut manifest_bytes = None;
         let mut failures = Vec::new();
+        let mut refused = None;
         let mut mismatch = false;
         for t in &self.tickets {
-            match reach(&client, t).await {
+            match reach(&client, t, self.limits.max_bytes).await {
                 Ok((peer, bytes)) => {
                     if Manifest::hash_of(&bytes) != t.manifest {
                         mismatch = true;
@@ -194,7 +214,11 @@ impl Receive {
                     manifest_bytes.get_or_insert(bytes);
                     peers.push(peer);
                 }
-                Err(e) => failures.push(e),
+                Err(Reach::Unreachable(e)) => failures.push(e),
+                Err(Reach::Refused(e)) => {
+                    (self.note)(&e.to_string());
+                    refused.get_or_insert(e);
+                }
             }
         }
         // Senders out of reach are worth a note when others were reached; when none was, the
@@ -205,13 +229,16 @@ impl Receive {
             }
         }
         let Some(bytes) = manifest_bytes else {
+            if let Some(e) = refused {
+                return Err(e);
+            }
             return Err(if mismatch {
                 RecvError::ManifestMismatch
             } else {
                 RecvError::Unreachable(failures.join("; "))
             });
         };
-        let manifest = Manifest::parse(&bytes)?;
+        let manifest = Manifest::parse_with(&bytes, self.limits)?;
 
         std::fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
         let mut out = Received {
@@ -233,12 +260,10 @@ impl Receive {
                     if let Some(parent) = dest.parent() {
                         std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
                     }
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(false)
-                        .open(&dest)
-                        .map_err(|e| io(&dest, e))?;
+                    create_empty(&dest).map_err(|source| RecvError::File {
+                        file: entry.path.clone(),
+                        source,
+                    })?;
                     out.files += 1;
                 }
                 EntryKind::File { size, .. } => {
@@ -254,6 +279,10 @@ impl Receive {
                         .retry_policy(self.retry.clone())
                         .connect_timeout(self.connect_timeout)
                         .tls(tls.clone())
+                        .redirects(RedirectPolicy {
+                            follow: false,
+                            ..RedirectPolicy::default()
+                        })
                         .pieces(PieceHashes {
                             size: manifest.piece_size,
                             hashes: manifest.piece_hashes(i),
@@ -291,8 +320,42 @@ fn io(path: &Path, source: std::io::Error) -> RecvError {
     }
 }
 
-/// Tries the ticket's addresses in order; the first that answers gives the manifest bytes.
-async fn reach(client: &reqwest::Client, t: &Ticket) -> Result<(Peer, Vec<u8>), String> {
+/// Creates the empty file `dest` where nothing is (never through a link); an empty regular
+/// file there already (an earlier run's) is fine, anything else is [`Error::Exists`].
+fn create_empty(dest: &Path) -> Result<(), Error> {
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dest)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            match std::fs::symlink_metadata(dest) {
+                Ok(m) if m.is_file() && m.len() == 0 => Ok(()),
+                _ => Err(Error::Exists {
+                    path: dest.to_owned(),
+                }),
+            }
+        }
+        Err(e) => Err(Error::io(dest, e)),
+    }
+}
+
+/// Why a sender gave no manifest.
+enum Reach {
+    /// None of its addresses answered (what each said).
+    Unreachable(String),
+    /// It answered in a way a ferry sender never does.
+    Refused(RecvError),
+}
+
+/// Tries the ticket's addresses in order; the first that answers gives the manifest bytes (at
+/// most `max_bytes`).
+async fn reach(
+    client: &reqwest::Client,
+    t: &Ticket,
+    max_bytes: u64,
+) -> Result<(Peer, Vec<u8>), Reach> {
     let token = t.token_hex();
     let mut errors = Vec::new();
     for addr in &t.addrs {
@@ -301,16 +364,37 @@ async fn reach(client: &reqwest::Client, t: &Ticket) -> Result<(Peer, Vec<u8>), 
             std::net::IpAddr::V6(a) => format!("https://[{a}]:{}", t.port),
         };
         let url = format!("{base}/manifest?token={token}");
+        let refused = |what: String| {
+            Reach::Refused(RecvError::Refused {
+                sender: base.clone(),
+                what,
+            })
+        };
         match client.get(&url).send().await {
-            Ok(r) if r.status().is_success() => match r.bytes().await {
-                Ok(b) => {
+            Ok(r) if r.status().is_redirection() => {
+                let to = r
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                return Err(refused(format!(
+                    "it redirected to {to:?}; ferry recv talks only to the sender its ticket names"
+                )));
+            }
+            Ok(r) if r.status().is_success() => match read_capped(r, max_bytes).await {
+                Ok(Some(b)) => {
                     return Ok((
                         Peer {
                             base,
                             token: token.clone(),
                         },
-                        b.to_vec(),
+                        b,
                     ));
+                }
+                Ok(None) => {
+                    return Err(refused(format!(
+                        "its content list is larger than the limit of {max_bytes} bytes"
+                    )));
                 }
                 Err(e) => errors.push(format!("{base}: {}", ferry_core::source::describe(&e))),
             },
@@ -318,5 +402,23 @@ async fn reach(client: &reqwest::Client, t: &Ticket) -> Result<(Peer, Vec<u8>), 
             Err(e) => errors.push(format!("{base}: {}", ferry_core::source::describe(&e))),
         }
     }
-    Err(errors.join(", "))
+    Err(Reach::Unreachable(errors.join(", ")))
+}
+
+/// The body of `r`, or `None` as soon as it is known to be longer than `max` bytes.
+async fn read_capped(
+    mut r: reqwest::Response,
+    max: u64,
+) -> Result<Option<Vec<u8>>, reqwest::Error> {
+    if r.content_length().is_some_and(|n| n > max) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = r.chunk().await? {
+        if (out.len() + chunk.len()) as u64 > max {
+            return Ok(None);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(Some(out))
 }

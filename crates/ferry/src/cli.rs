@@ -215,6 +215,18 @@ pub struct RecvArgs {
     )]
     pub connections: usize,
 
+    /// Refuse a sender's content list larger than this (e.g. 64M, 1G).
+    #[arg(
+        long = "max-manifest-size",
+        value_name = "SIZE",
+        default_value = "256M"
+    )]
+    pub max_manifest_size: String,
+
+    /// Refuse a sender's content list of more files and folders than this.
+    #[arg(long = "max-entries", value_name = "N", default_value_t = 1_000_000)]
+    pub max_entries: usize,
+
     /// Print one JSON event per line on stdout instead of progress bars.
     #[arg(long)]
     pub json: bool,
@@ -310,7 +322,10 @@ Examples:
 
 Exit codes: 0 done and verified, 1 failed, 2 usage error, 3 interrupted (rerun to resume).
 Ctrl-C pauses: progress is saved in <name>.ferry next to <name>.part (a server without byte
-ranges cannot resume: a rerun starts over).";
+ranges cannot resume: a rerun starts over). A <name>.part or <name>.ferry that ferry did not
+make is never touched: the download stops and says so.
+Redirects: -H headers and credentials go only to the URL's own scheme, host and port unless
+--location-trusted; no Referer is sent; https to http is refused unless --allow-http-redirect.";
 
 #[derive(Args, Debug)]
 pub struct GetArgs {
@@ -372,6 +387,19 @@ pub struct GetArgs {
     /// Attempts in a row without progress before a connection gives up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub retries: u32,
+
+    /// Also send -H headers and the URL's user:password to the hosts redirects lead to (by
+    /// default they go only to the scheme, host and port of the URL given).
+    #[arg(long = "location-trusted")]
+    pub location_trusted: bool,
+
+    /// Follow a redirect from https to plain http (refused by default).
+    #[arg(long = "allow-http-redirect")]
+    pub allow_http_redirect: bool,
+
+    /// Most redirects followed for one request.
+    #[arg(long = "max-redirs", value_name = "N", default_value_t = 10)]
+    pub max_redirs: u32,
 
     /// Discard any partial download (and an existing file) and start from zero.
     #[arg(long)]

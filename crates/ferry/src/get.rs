@@ -5,6 +5,7 @@ use crate::cli::GetArgs;
 use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::limits::parse_size;
+use ferry_core::source::RedirectPolicy;
 use ferry_core::{Download, Error, Expected, Output, RateLimiter};
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -178,7 +179,13 @@ fn plan_jobs(args: &GetArgs, reporter: &Reporter) -> Result<Vec<Download>, Strin
                 .restart(args.restart)
                 .no_restart(args.no_restart)
                 .read_timeout(Duration::from_secs_f64(args.read_timeout))
-                .connect_timeout(Duration::from_secs_f64(args.connect_timeout));
+                .connect_timeout(Duration::from_secs_f64(args.connect_timeout))
+                .redirects(RedirectPolicy {
+                    follow: true,
+                    max: args.max_redirs,
+                    trusted: args.location_trusted,
+                    allow_downgrade: args.allow_http_redirect,
+                });
             for u in job.urls {
                 b = b.url(u);
             }

@@ -4,6 +4,7 @@
 //! to type next depends on the command, and `recv` has neither `--restart` nor `-o`).
 
 use ferry_core::Error;
+use ferry_core::source::RedirectRefusal;
 
 /// Exit codes of the command contract.
 pub mod exit {
@@ -71,6 +72,27 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
         (_, Error::DiskFull { .. }) => {
             "; free some space and rerun the same command to resume (progress is saved)"
         }
+        (_, Error::NoSpaceForFile { .. }) => "; free some space and rerun the same command",
+        (Get, Error::InTheWay { .. }) => {
+            "; move it away (it is not ferry's), or save under another name with -o"
+        }
+        (Recv, Error::InTheWay { .. }) => {
+            "; move it away (it is not ferry's), or receive into another folder with -d"
+        }
+        (
+            Get,
+            Error::Redirect {
+                refusal: RedirectRefusal::Downgrade { .. },
+                ..
+            },
+        ) => "; pass --allow-http-redirect to follow it anyway",
+        (
+            Get,
+            Error::Redirect {
+                refusal: RedirectRefusal::TooMany { .. },
+                ..
+            },
+        ) => "; raise the limit with --max-redirs if the chain is legitimate",
         (_, Error::FileTooLarge { .. }) => "; raise the limit and rerun the same command to resume",
         (Get | Recv, Error::NoHonestSource { .. }) => {
             ": rerun the same command with another source to resume"
@@ -96,7 +118,10 @@ pub fn advice(command: Command, error: &Error) -> Option<&'static str> {
             ". If you trust this server, pass its certificate (or its CA's) with --cacert FILE, \
              or skip the check with --insecure."
         }
-        (Get, Error::HttpStatus { status: 401, .. }) => " (pass them with -H 'Authorization: …')",
+        (Get, Error::HttpStatus { status: 401, .. }) => {
+            " (pass them with -H 'Authorization: …'; after a redirect to another host they are \
+             sent only with --location-trusted)"
+        }
         (Get, Error::HttpStatus { status: 403, .. }) => " (check the URL, a token or -H headers)",
         (Put, Error::HttpStatus { status: 401, .. }) => " (--token)",
         (Put, Error::HttpStatus { status: 409, .. }) => ": use --overwrite to replace it",

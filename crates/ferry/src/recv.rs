@@ -5,6 +5,7 @@ use crate::cli::RecvArgs;
 use crate::outcome::{self, Command, Ending, exit_code};
 use crate::progress::{Mode, Reporter};
 use ferry_core::{Error, RetryPolicy};
+use ferry_p2p::manifest::ManifestLimits;
 use ferry_p2p::recv::{Receive, RecvError};
 use ferry_p2p::ticket::Ticket;
 use tokio_util::sync::CancellationToken;
@@ -25,11 +26,24 @@ pub async fn run(args: RecvArgs) -> u8 {
         reporter.error(0, "", "invalid -x: give a number from 1 to 256", false);
         return exit_code(Ending::Usage);
     }
+    let Some(max_bytes) = ferry_core::limits::parse_size(&args.max_manifest_size) else {
+        reporter.error(
+            0,
+            "",
+            "invalid --max-manifest-size: use e.g. 64M, 1G",
+            false,
+        );
+        return exit_code(Ending::Usage);
+    };
     let cancel = CancellationToken::new();
     tokio::spawn(crate::signals::cancel_on_stop(cancel.clone()));
     let mut receive = Receive::new(tickets, &args.dir);
     receive.connections = args.connections;
     receive.retry = RetryPolicy::default();
+    receive.limits = ManifestLimits {
+        max_bytes,
+        max_entries: args.max_entries,
+    };
     let sinks = reporter.clone();
     receive.events = Box::new(move |i| sinks.sink(i));
     let notes = reporter.clone();

@@ -70,7 +70,7 @@ impl ClientPool {
     pub(crate) fn get(&self, w: usize) -> Result<Client, Error> {
         let mut clients = self.clients.lock().expect("client pool lock");
         while clients.len() <= w {
-            clients.push(source::build_client(&self.opts)?);
+            clients.push(source::build_download_client(&self.opts)?);
         }
         Ok(clients[w].clone())
     }

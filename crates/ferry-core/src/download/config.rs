@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::events::EventSink;
 use crate::limits::{RateLimiter, RetryPolicy};
 use crate::pieces::PieceHashes;
-use crate::source::{ClientOptions, CustomTls};
+use crate::source::{ClientOptions, CustomTls, RedirectPolicy};
 use crate::verify::Expected;
 use reqwest::header;
 use std::path::PathBuf;
@@ -144,6 +144,13 @@ impl DownloadBuilder {
     /// TLS settings replacing the system trust store (e.g. a pinned peer certificate).
     pub fn tls(mut self, tls: CustomTls) -> Self {
         self.settings.client.tls = Some(tls);
+        self
+    }
+
+    /// How redirects are followed (default: up to 10, the caller's headers and the URL's
+    /// credentials to the URL's own origin only, never from https to http).
+    pub fn redirects(mut self, policy: RedirectPolicy) -> Self {
+        self.settings.client.redirects = policy;
         self
     }
 

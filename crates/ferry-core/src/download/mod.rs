@@ -23,6 +23,7 @@ mod piece_checks;
 mod probe;
 mod resume;
 mod shared;
+mod staging;
 mod worker;
 
 pub use config::{DownloadBuilder, Output};
@@ -47,8 +48,9 @@ use client_pool::ClientPool;
 use config::Config;
 use probe::Probe;
 use reqwest::header;
-use resume::{Decision, OnDisk, ProbeView, Refusal, RestartReason, ResumeOptions};
+use resume::{Decision, OnDisk, PartState, ProbeView, Refusal, RestartReason, ResumeOptions};
 use shared::Shared;
+use staging::{Start, discard_partial, load_journal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -128,8 +130,8 @@ impl Target {
 
 /// How the resume decision leaves the download.
 enum Settled {
-    /// Go on with this journal (new when `fresh`).
-    Go { journal: Journal, fresh: bool },
+    /// Go on with this journal (new unless resuming), starting on the part file so.
+    Go { journal: Journal, start: Start },
     /// The file is complete already, this long.
     Complete { bytes: u64 },
 }
@@ -217,8 +219,14 @@ impl Download {
     ) -> Result<Outcome, RunError> {
         let s = &self.cfg.settings;
         let started = Instant::now();
-        let sources: Arc<Vec<HttpSource>> =
-            Arc::new(self.cfg.urls.iter().cloned().map(HttpSource::new).collect());
+        let sources: Arc<Vec<HttpSource>> = Arc::new(
+            self.cfg
+                .urls
+                .iter()
+                .cloned()
+                .map(|u| HttpSource::new(u, &s.client))
+                .collect(),
+        );
         let clients = ClientPool::for_options(&s.client);
 
         // 1. Where does it go, and is there earlier progress?
@@ -251,8 +259,8 @@ impl Download {
         };
 
         // 4. Fresh start or resume?
-        let (journal, fresh) = match self.settle(&target, journal, &probe, restart)? {
-            Settled::Go { journal, fresh } => (journal, fresh),
+        let (journal, start) = match self.settle(&target, journal, &probe, restart)? {
+            Settled::Go { journal, start } => (journal, start),
             Settled::Complete { bytes } => {
                 drop(probe);
                 return Ok(self.already_complete(target, bytes, started).await?);
@@ -260,7 +268,7 @@ impl Download {
         };
 
         // 5. Part file, journal, and the first events; then the connections.
-        let prepared = self.prepare(&target, journal, fresh, &probe)?;
+        let prepared = self.prepare(&target, journal, start, &probe)?;
         let ran = self
             .run_connections(&target, prepared, probe, sources, clients, cancel)
             .await;
@@ -279,7 +287,7 @@ impl Download {
             Output::File(p) => Some(p.clone()),
             Output::Dir(d) => naming::from_url(&self.cfg.urls[0])
                 .map(|n| d.join(n))
-                .filter(|p| Journal::path_for(p).exists()),
+                .filter(|p| std::fs::symlink_metadata(Journal::path_for(p)).is_ok()),
         };
         if restart && let Some(d) = &dest {
             discard_partial(d)?;
@@ -319,8 +327,9 @@ impl Download {
     ) -> Result<Settled, RunError> {
         let s = &self.cfg.settings;
         let verifiable = !s.checksums.is_empty() || s.pieces.is_some();
+        let part = staging::part_state(target, journal.as_ref())?;
         let disk = OnDisk {
-            part_exists: journal.is_some() && target.part_path.exists(),
+            part: part.clone(),
             dest_trusted: journal.is_none()
                 && (verifiable || finished_mark::vouches_for(&target.dest, &probe.validators)),
             dest_len: match &journal {
@@ -386,8 +395,21 @@ impl Download {
                 }
                 .into());
             }
+            Decision::Refuse(Refusal::PartNotOurs { reason }) => {
+                return Err(Error::InTheWay {
+                    path: target.part_path.clone(),
+                    reason,
+                }
+                .into());
+            }
         };
-        let fresh = journal.is_none();
+        let start = match (&journal, part) {
+            (Some(_), _) => Start::Resume,
+            (None, PartState::Ours) => Start::OverOurs,
+            (None, _) => Start::New {
+                journal_on_disk: std::fs::symlink_metadata(&target.journal_path).is_ok(),
+            },
+        };
         let mut journal = journal.unwrap_or_else(|| {
             Journal::new(
                 self.cfg.urls.iter().map(|u| u.to_string()).collect(),
@@ -399,7 +421,7 @@ impl Download {
                 journal.urls.push(u.to_string());
             }
         }
-        Ok(Settled::Go { journal, fresh })
+        Ok(Settled::Go { journal, start })
     }
 
     /// Creates the part file (and its directory) and saves the journal; announces the start.
@@ -407,7 +429,7 @@ impl Download {
         &self,
         target: &Target,
         journal: Journal,
-        fresh: bool,
+        start: Start,
         probe: &Probe,
     ) -> Result<Prepared, RunError> {
         let s = &self.cfg.settings;
@@ -416,8 +438,7 @@ impl Download {
         if let Some(parent) = target.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let part = PartFile::open(&target.part_path, total, fresh)?;
-        journal.save(&target.journal_path)?;
+        let part = staging::open(target, &mut journal, start, total)?;
         let header_digests = verify::from_headers(&probe.headers);
 
         let ranged = probe.ranged && total.is_some();
@@ -548,21 +569,5 @@ impl Download {
             shared,
             journal,
         }
-    }
-}
-
-/// Reads the journal of `dest`, if there is one.
-fn load_journal(dest: &Path) -> Result<Option<Journal>, Error> {
-    Journal::load(&Journal::path_for(dest))
-}
-
-/// Removes a partial download (journal and part file) before starting over.
-fn discard_partial(dest: &Path) -> Result<(), Error> {
-    Journal::remove(&Journal::path_for(dest))?;
-    let part = with_suffix(dest, ".part");
-    match std::fs::remove_file(&part) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&part, e)),
     }
 }

@@ -3,6 +3,7 @@
 //! refuse, or start fresh. A pure function, so every case is tested without a server.
 
 use crate::journal::{Journal, Validators};
+use std::path::Path;
 use url::Url;
 
 /// What the probe learned that matters for resuming.
@@ -23,11 +24,22 @@ pub(crate) struct ResumeOptions<'a> {
     pub(crate) restart: bool,
 }
 
+/// What `<name>.part` is, as far as the journal beside it tells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PartState {
+    /// Nothing is there.
+    Absent,
+    /// ferry's: a regular file that a ferry journal describes (its size fits the journal).
+    Ours,
+    /// Something ferry must not touch, and why.
+    NotOurs(String),
+}
+
 /// What is on disk next to the destination.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct OnDisk {
-    /// `<name>.part` exists.
-    pub(crate) part_exists: bool,
+    /// What `<name>.part` is.
+    pub(crate) part: PartState,
     /// The length of `<name>` itself, when it exists.
     pub(crate) dest_len: Option<u64>,
     /// `<name>` can be trusted to be this download if its length is right: ferry marked it
@@ -79,6 +91,48 @@ pub(crate) enum Refusal {
     },
     /// A file of another length, or one ferry did not make and cannot verify, is in the way.
     Exists,
+    /// `<name>.part` is there and is not ferry's.
+    PartNotOurs {
+        /// Why it is not.
+        reason: String,
+    },
+}
+
+/// What `<name>.part` at `path` is, given the journal beside it (if any): ferry's when it is a
+/// regular file (never a link) that `journal` describes: as long as the journal's length, or
+/// holding at least the journal's done bytes when the length is unknown.
+pub(crate) fn part_state(path: &Path, journal: Option<&Journal>) -> std::io::Result<PartState> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PartState::Absent),
+        Err(e) => return Err(e),
+    };
+    let size = meta.len();
+    Ok(if meta.file_type().is_symlink() {
+        PartState::NotOurs("it is a symbolic link".into())
+    } else if !meta.is_file() {
+        PartState::NotOurs("it is not a regular file".into())
+    } else {
+        match journal {
+            None => {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                let journal = name.strip_suffix(".part").unwrap_or(&name);
+                PartState::NotOurs(format!(
+                    "no ferry journal ({journal}.ferry) describes it, so it may be someone \
+                     else's file"
+                ))
+            }
+            Some(j) => match j.validators.length {
+                Some(len) if len != size => PartState::NotOurs(format!(
+                    "it is {size} bytes but its journal describes a file of {len} bytes"
+                )),
+                None if size < j.done.max_end() => PartState::NotOurs(format!(
+                    "it is {size} bytes, shorter than what its journal says was written"
+                )),
+                _ => PartState::Ours,
+            },
+        }
+    })
 }
 
 /// Decides what to do with earlier progress. A changed remote file is never spliced onto old
@@ -99,7 +153,10 @@ pub(crate) fn decide(
                     Decision::Refuse(Refusal::Exists)
                 }
             }
-            _ => Decision::Fresh,
+            _ => match disk.part {
+                PartState::NotOurs(reason) => Decision::Refuse(Refusal::PartNotOurs { reason }),
+                PartState::Absent | PartState::Ours => Decision::Fresh,
+            },
         };
     };
     if let Some(detail) = j.validators.difference(probe.validators) {
@@ -113,12 +170,11 @@ pub(crate) fn decide(
             Refusal::Foreign { detail }
         });
     }
-    if !disk.part_exists {
-        Decision::Restart(RestartReason::PartMissing)
-    } else if !probe.ranged {
-        Decision::Restart(RestartReason::NoRanges)
-    } else {
-        Decision::Resume
+    match disk.part {
+        PartState::Absent => Decision::Restart(RestartReason::PartMissing),
+        PartState::NotOurs(reason) => Decision::Refuse(Refusal::PartNotOurs { reason }),
+        PartState::Ours if !probe.ranged => Decision::Restart(RestartReason::NoRanges),
+        PartState::Ours => Decision::Resume,
     }
 }
 
@@ -176,12 +232,12 @@ mod tests {
     }
 
     const PART: OnDisk = OnDisk {
-        part_exists: true,
+        part: PartState::Ours,
         dest_len: None,
         dest_trusted: false,
     };
     const NOTHING: OnDisk = OnDisk {
-        part_exists: false,
+        part: PartState::Absent,
         dest_len: None,
         dest_trusted: false,
     };
@@ -247,27 +303,27 @@ mod tests {
     #[test]
     fn a_finished_file_is_complete_or_in_the_way() {
         let same = OnDisk {
-            part_exists: false,
+            part: PartState::Absent,
             dest_len: Some(100),
             dest_trusted: true,
         };
         assert_eq!(
-            run(None, &validators(100, "\"a\""), true, false, same),
+            run(None, &validators(100, "\"a\""), true, false, same.clone()),
             Decision::AlreadyComplete { bytes: 100 }
         );
         let other = OnDisk {
-            part_exists: false,
+            part: PartState::Absent,
             dest_len: Some(99),
             dest_trusted: true,
         };
         assert_eq!(
-            run(None, &validators(100, "\"a\""), true, false, other),
+            run(None, &validators(100, "\"a\""), true, false, other.clone()),
             Decision::Refuse(Refusal::Exists)
         );
         // A file of the right length that ferry did not make is not trusted (nor touched).
         let foreign = OnDisk {
             dest_trusted: false,
-            ..same
+            ..same.clone()
         };
         assert_eq!(
             run(None, &validators(100, "\"a\""), true, false, foreign),
@@ -275,7 +331,7 @@ mod tests {
         );
         let unknown = Validators::default();
         assert_eq!(
-            run(None, &unknown, false, false, same),
+            run(None, &unknown, false, false, same.clone()),
             Decision::Refuse(Refusal::Exists)
         );
         // --restart replaces it.
@@ -283,6 +339,61 @@ mod tests {
             run(None, &validators(100, "\"a\""), true, true, other),
             Decision::Fresh
         );
+    }
+
+    #[test]
+    fn a_part_file_that_is_not_ours_is_refused_whatever_else_is_there() {
+        let stranger = OnDisk {
+            part: PartState::NotOurs("why".into()),
+            ..NOTHING
+        };
+        let refused = Decision::Refuse(Refusal::PartNotOurs {
+            reason: "why".into(),
+        });
+        let now = validators(100, "\"a\"");
+        assert_eq!(run(None, &now, true, false, stranger.clone()), refused);
+        assert_eq!(run(None, &now, true, true, stranger.clone()), refused);
+        let j = journal(100, "\"a\"");
+        assert_eq!(run(Some(&j), &now, true, false, stranger.clone()), refused);
+        assert_eq!(run(Some(&j), &now, false, false, stranger), refused);
+    }
+
+    #[test]
+    fn only_a_regular_file_its_journal_describes_is_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = dir.path().join("f.part");
+        let j = journal(100, "\"a\"");
+        assert_eq!(part_state(&part, Some(&j)).unwrap(), PartState::Absent);
+        std::fs::write(&part, vec![0u8; 100]).unwrap();
+        assert_eq!(part_state(&part, Some(&j)).unwrap(), PartState::Ours);
+        assert!(matches!(
+            part_state(&part, None).unwrap(),
+            PartState::NotOurs(_)
+        ));
+        std::fs::write(&part, vec![0u8; 99]).unwrap();
+        assert!(matches!(
+            part_state(&part, Some(&j)).unwrap(),
+            PartState::NotOurs(_)
+        ));
+        let mut unknown = j.clone();
+        unknown.validators.length = None;
+        assert!(matches!(
+            part_state(&part, Some(&unknown)).unwrap(),
+            PartState::Ours
+        ));
+        unknown.done.insert(0..200);
+        assert!(matches!(
+            part_state(&part, Some(&unknown)).unwrap(),
+            PartState::NotOurs(_)
+        ));
+        let target = dir.path().join("target");
+        std::fs::write(&target, vec![0u8; 100]).unwrap();
+        std::fs::remove_file(&part).unwrap();
+        std::os::unix::fs::symlink(&target, &part).unwrap();
+        assert!(matches!(
+            part_state(&part, Some(&j)).unwrap(),
+            PartState::NotOurs(_)
+        ));
     }
 
     #[test]
