@@ -2,12 +2,13 @@
 //! offset, verify, cut back, assemble parts), lands finished ones at their target, and reads
 //! the landed files (by ranges, through [`ferry_http::Representation`]) and their folders; and
 //! the types it speaks. [`LocalDir`](local::LocalDir) keeps them under the served directory's state
-//! directory; an object store (S3 multipart uploads) implements the same trait. Nothing here
+//! directory; [`S3Store`](s3::S3Store) keeps them in a bucket (multipart uploads). Nothing here
 //! assumes that staged data is a local file: an upload is named by its id, a landed file by its
 //! target path relative to the served root.
 
 pub mod body;
 pub mod local;
+pub mod s3;
 
 use crate::safepath::PathError;
 use crate::socket::ConnSocket;
@@ -169,8 +170,15 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 #[async_trait]
 pub trait DataStore: Send + Sync + 'static {
     /// Creates the empty staged data of a new upload and, when the length is known, reserves
-    /// the space for it (so a full disk is reported at creation, not half-way).
-    async fn create(&self, id: &str, length: Option<u64>) -> Result<(), DataError>;
+    /// the space for it (so a full disk is reported at creation, not half-way). `target` is
+    /// where it will land (`None` for a part of a concatenation): an object store starts its
+    /// multipart upload at that key.
+    async fn create(
+        &self,
+        id: &str,
+        length: Option<u64>,
+        target: Option<&str>,
+    ) -> Result<(), DataError>;
 
     /// Bytes staged and verified so far (the upload's offset while it is active): what a
     /// checksummed append still checks is not counted. `None` when the data is gone.

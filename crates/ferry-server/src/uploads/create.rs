@@ -135,7 +135,9 @@ impl Uploads {
                 offset: None,
             });
         }
-        self.data.create(&id, rec.length).await?;
+        self.data
+            .create(&id, rec.length, rec.target.as_deref())
+            .await?;
         let lock = self.lock(&id).await?;
         if let Err(e) = self.reserve(user, &rec).await {
             let _ = self.data.delete(&id).await;
