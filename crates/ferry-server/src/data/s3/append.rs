@@ -180,11 +180,11 @@ impl Run<'_> {
                 let piece = frame.split_to(want.min(frame.len()));
                 batch.extend_from_slice(&piece);
                 let whole = filling.filled + batch.len() as u64 == filling.end - filling.start;
-                if batch.len() >= WRITE_BATCH || whole {
-                    if let Err(e) = flush(&mut filling, &mut batch).await {
-                        failure = Some(e);
-                        break;
-                    }
+                if (batch.len() >= WRITE_BATCH || whole)
+                    && let Err(e) = flush(&mut filling, &mut batch).await
+                {
+                    failure = Some(e);
+                    break;
                 }
                 if whole {
                     match self.part_done(filling).await {
@@ -230,7 +230,7 @@ impl Run<'_> {
         for ready in std::mem::take(&mut self.waiting) {
             self.start_upload(ready).await;
         }
-        while self.uploads.len() > 0 {
+        while !self.uploads.is_empty() {
             self.reap_one().await;
         }
         let committed = match self.upload_error.take() {
@@ -267,7 +267,7 @@ impl Run<'_> {
             self.uploads.abort_all();
             self.uploaded.clear();
         }
-        while self.uploads.len() > 0 {
+        while !self.uploads.is_empty() {
             self.reap_one().await;
         }
         self.clean_stale().await;
@@ -284,14 +284,13 @@ impl Run<'_> {
     /// from the first one this append made; or the offset it started at.
     fn committed(&mut self, offset: u64) -> u64 {
         self.uploaded.sort_unstable();
-        let mut next = self.staged.parts.len() as u64 + 1;
+        let first = self.staged.parts.len() as u64 + 1;
         let mut at = offset;
-        for &(number, end) in &self.uploaded {
+        for (next, &(number, end)) in (first..).zip(&self.uploaded) {
             if number != next {
                 break;
             }
             at = end;
-            next += 1;
         }
         at
     }
