@@ -24,7 +24,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 /// Parts of one upload sent to the bucket at once while the body keeps arriving.
-pub const UPLOADS_IN_FLIGHT: usize = 3;
+pub const UPLOADS_IN_FLIGHT: usize = 6;
 /// Bytes gathered before a write to the spool file.
 const WRITE_BATCH: usize = 1 << 20;
 
