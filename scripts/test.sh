@@ -173,6 +173,25 @@ install_browser() {
 }
 step browser install_browser
 
+# --- an S3-compatible server: s3s-fs ---------------------------------------------------------
+# For ferry serve s3://… (crates/ferry/tests/serve_s3.rs, bench/s3.sh): s3s-fs built from
+# crates.io (`cargo install --locked`, pinned below, into target/s3s-fs; rebuilt only when the
+# version or rustc changed: a stamp; about 3 minutes on 2 cores). The tests find it through
+# FERRY_S3S_FS; they skip without it, except in CI.
+S3S_FS_VERSION=0.12.0
+install_s3s_fs() {
+    local root="${CARGO_TARGET_DIR:-$PWD/target}/s3s-fs" stamp
+    stamp="s3s-fs $S3S_FS_VERSION $(rustc --version)"
+    if [ "$(cat "$root/.ferry-stamp" 2>/dev/null)" != "$stamp" ] || [ ! -x "$root/bin/s3s-fs" ]; then
+        echo "==> cargo install s3s-fs@$S3S_FS_VERSION --features binary --locked --root $root"
+        cargo install "s3s-fs@$S3S_FS_VERSION" --features binary --locked --force --root "$root" || return 1
+        echo "$stamp" >"$root/.ferry-stamp"
+    fi
+    export FERRY_S3S_FS="$root/bin/s3s-fs"
+    echo "==> s3: $("$FERRY_S3S_FS" --version)"
+}
+step s3s-fs install_s3s_fs
+
 # --- checks and tests ---------------------------------------------------------------------
 step fmt cargo fmt --all -- --check --color never
 step clippy cargo clippy --workspace --all-targets -- -D warnings

@@ -49,6 +49,20 @@ pub struct ServerConfig {
     pub quota_bytes: Option<u64>,
     /// Most unfinished uploads one user may have (`None`: no limit).
     pub quota_uploads: Option<u64>,
+    /// Where the files' bytes live: the served directory, or a bucket (then `root` is only the
+    /// local state directory: the embedded store and the spool of parts in flight).
+    pub data: DataChoice,
+}
+
+/// Where a server keeps the bytes of uploads and landed files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DataChoice {
+    /// The served directory (`root`), staging under `DIR/.ferry/uploads`.
+    Local,
+    /// An S3-compatible bucket, configured from the `AWS_*` environment variables and AWS
+    /// config files.
+    S3(crate::data::s3::Location),
 }
 
 /// Where a server keeps its upload state.
@@ -76,6 +90,7 @@ impl ServerConfig {
             connections: ConnLimits::default(),
             quota_bytes: Some(crate::uploads::DEFAULT_QUOTA_BYTES),
             quota_uploads: Some(crate::uploads::DEFAULT_QUOTA_UPLOADS),
+            data: DataChoice::Local,
         }
     }
 }
@@ -93,6 +108,9 @@ pub enum ServerError {
     /// The state store cannot be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bucket cannot be used.
+    #[error(transparent)]
+    Bucket(#[from] crate::data::s3::OpenError),
 }
 
 /// A ready server: open state, not yet listening.
@@ -110,6 +128,12 @@ impl Server {
     /// (`DIR/.ferry/state.redb`), or Redis (connected lazily: a Redis that is down makes
     /// requests answer 503 until it is up).
     pub fn open(config: ServerConfig) -> Result<Server, ServerError> {
+        if let DataChoice::S3(location) = &config.data {
+            return Err(ServerError::Root(
+                config.root.clone(),
+                std::io::Error::other(format!("{location} needs Server::start")),
+            ));
+        }
         let root = config
             .root
             .canonicalize()
@@ -125,6 +149,28 @@ impl Server {
             StateChoice::Embedded => {
                 Arc::new(RedbStore::open(&root.join(STATE_DIR).join("state.redb"))?)
             }
+            StateChoice::Redis(url) => Arc::new(RedisStore::open(url)?),
+        };
+        Ok(Server::with_stores(root, state, Arc::new(data), &config))
+    }
+
+    /// Opens the server [`ServerConfig::data`] asks for: [`Server::open`] for a directory; for a
+    /// bucket, checks it (a missing bucket, refused credentials and an unreachable endpoint are
+    /// told apart), and keeps the embedded state store (unless Redis is asked for) and the
+    /// spool of parts in flight in the local state directory `root` (created if needed).
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let DataChoice::S3(location) = &config.data else {
+            return Server::open(config);
+        };
+        std::fs::create_dir_all(&config.root)
+            .map_err(|e| ServerError::StateDir(config.root.clone(), e))?;
+        let root = config
+            .root
+            .canonicalize()
+            .map_err(|e| ServerError::StateDir(config.root.clone(), e))?;
+        let data = crate::data::s3::S3Store::open(location, &root).await?;
+        let state: Arc<dyn StateStore> = match &config.state {
+            StateChoice::Embedded => Arc::new(RedbStore::open(&root.join("state.redb"))?),
             StateChoice::Redis(url) => Arc::new(RedisStore::open(url)?),
         };
         Ok(Server::with_stores(root, state, Arc::new(data), &config))

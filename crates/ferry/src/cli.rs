@@ -238,9 +238,16 @@ pub struct RecvArgs {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// The directory to serve (and to receive uploads into).
+    /// The directory to serve (and to receive uploads into), or s3://BUCKET[/PREFIX] for an
+    /// S3-compatible bucket (endpoint, region and credentials from the AWS_* environment
+    /// variables and AWS config files; AWS_ENDPOINT_URL for other servers than AWS).
     #[arg(default_value = ".")]
     pub dir: PathBuf,
+
+    /// With s3://: the local directory for the embedded state store and the spool of parts in
+    /// flight. Default: $XDG_STATE_HOME/ferry/s3/BUCKET[/PREFIX] (~/.local/state/… without it).
+    #[arg(long = "state-dir", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// Address to listen on; anything but loopback exposes the server to the network.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]

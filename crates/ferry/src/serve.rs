@@ -4,7 +4,9 @@
 use crate::cli::ServeArgs;
 use crate::outcome::{Ending, exit_code};
 use ferry_core::limits::parse_size;
-use ferry_server::app::StateChoice;
+use ferry_server::app::{DataChoice, StateChoice};
+use ferry_server::data::s3::Location;
+use ferry_server::data::s3::schedule::MAX_OBJECT;
 use ferry_server::store::redis::redacted;
 use ferry_server::{Auth, Server, ServerConfig};
 use std::time::Duration;
@@ -18,7 +20,11 @@ pub async fn run(args: ServeArgs) -> u8 {
             return exit_code(Ending::Usage);
         }
     };
-    let server = match Server::open(config) {
+    let bucket = match &config.data {
+        DataChoice::S3(location) => Some(location.to_string()),
+        _ => None,
+    };
+    let server = match Server::start(config).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ferry serve: {e}");
@@ -38,9 +44,11 @@ pub async fn run(args: ServeArgs) -> u8 {
     let addr = listener
         .local_addr()
         .map_or(args.listen.clone(), |a| a.to_string());
+    let served = bucket
+        .clone()
+        .unwrap_or_else(|| server.root().display().to_string());
     eprintln!(
-        "ferry serve: serving {} at http://{addr}/  (files: /files/, tus uploads: /uploads/)",
-        server.root().display()
+        "ferry serve: serving {served} at http://{addr}/  (files: /files/, tus uploads: /uploads/)"
     );
     match &args.store {
         Some(url) => eprintln!(
@@ -51,7 +59,12 @@ pub async fn run(args: ServeArgs) -> u8 {
         None => eprintln!(
             "ferry serve: upload state: {} (embedded, in {})",
             server.state_store(),
-            server.root().join(".ferry").display()
+            if bucket.is_some() {
+                server.root().to_path_buf()
+            } else {
+                server.root().join(".ferry")
+            }
+            .display()
         ),
     }
     if let Err(e) = server.check_state_store().await {
@@ -112,11 +125,27 @@ fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<String>), String> {
         auth
     };
     let mut config = ServerConfig::new(&args.dir, auth);
-    if let Some(size) = &args.max_upload_size {
-        config.max_upload_size = Some(
-            parse_size(size)
-                .ok_or_else(|| format!("--max-upload-size {size:?}: expected a size like 10G"))?,
+    let dir_text = args.dir.to_string_lossy();
+    if dir_text.starts_with("s3://") {
+        let location = Location::parse(&dir_text)
+            .ok_or_else(|| format!("{dir_text}: expected s3://BUCKET[/PREFIX]"))?;
+        config.root = match &args.state_dir {
+            Some(d) => d.clone(),
+            None => default_state_dir(&location)?,
+        };
+        // S3 objects hold at most 5 TiB: the limit clients are told (Tus-Max-Size).
+        config.max_upload_size = Some(MAX_OBJECT);
+        config.data = DataChoice::S3(location);
+    } else if args.state_dir.is_some() {
+        return Err(
+            "--state-dir is for s3://BUCKET only (a directory keeps its state in DIR/.ferry)"
+                .into(),
         );
+    }
+    if let Some(size) = &args.max_upload_size {
+        let size = parse_size(size)
+            .ok_or_else(|| format!("--max-upload-size {size:?}: expected a size like 10G"))?;
+        config.max_upload_size = Some(config.max_upload_size.map_or(size, |m| m.min(size)));
     }
     if let Some(url) = &args.store {
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -161,6 +190,29 @@ fn off_or(text: &str, parse: impl Fn(&str) -> Option<u64>) -> Option<Option<u64>
 fn duration_flag(flag: &str, text: &str) -> Result<Duration, String> {
     parse_duration(text)
         .ok_or_else(|| format!("{flag} {text:?}: expected a duration like 90s, 30m, 24h or 7d"))
+}
+
+/// The local state directory of a bucket: `$XDG_STATE_HOME/ferry/s3/BUCKET[/PREFIX]`, or
+/// `~/.local/state/ferry/s3/…`.
+fn default_state_dir(location: &Location) -> Result<std::path::PathBuf, String> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .ok_or(
+            "no HOME or XDG_STATE_HOME to put the state in: name a directory with --state-dir",
+        )?;
+    let mut dir = base.join("ferry").join("s3").join(&location.bucket);
+    for part in location
+        .prefix
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "..")
+    {
+        dir.push(part);
+    }
+    Ok(dir)
 }
 
 /// `90s`, `30m`, `24h`, `7d`, or plain seconds.

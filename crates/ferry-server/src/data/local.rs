@@ -320,7 +320,12 @@ async fn blocking<T: Send + 'static>(
 
 #[async_trait]
 impl DataStore for LocalDir {
-    async fn create(&self, id: &str, length: Option<u64>) -> Result<(), DataError> {
+    async fn create(
+        &self,
+        id: &str,
+        length: Option<u64>,
+        _target: Option<&str>,
+    ) -> Result<(), DataError> {
         let (dir, id) = (self.clone(), id.to_owned());
         blocking("creating the upload", move || {
             dir.create_sync(&id, length)

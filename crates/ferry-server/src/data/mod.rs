@@ -2,7 +2,7 @@
 //! offset, verify, cut back, assemble parts), lands finished ones at their target, and reads
 //! the landed files (by ranges, through [`ferry_http::Representation`]) and their folders; and
 //! the types it speaks. [`LocalDir`](local::LocalDir) keeps them under the served directory's state
-//! directory; an object store (S3 multipart uploads) implements the same trait. Nothing here
+//! directory; [`S3Store`](s3::S3Store) keeps them in a bucket (multipart uploads). Nothing here
 //! assumes that staged data is a local file: an upload is named by its id, a landed file by its
 //! target path relative to the served root.
 
@@ -10,6 +10,7 @@ pub mod body;
 pub mod local;
 mod local_placement;
 pub mod placement;
+pub mod s3;
 
 use crate::safepath::PathError;
 use crate::socket::ConnSocket;
@@ -173,8 +174,15 @@ pub fn is_disk_full(e: &io::Error) -> bool {
 #[async_trait]
 pub trait DataStore: Send + Sync + 'static {
     /// Creates the empty staged data of a new upload and, when the length is known, reserves
-    /// the space for it (so a full disk is reported at creation, not half-way).
-    async fn create(&self, id: &str, length: Option<u64>) -> Result<(), DataError>;
+    /// the space for it (so a full disk is reported at creation, not half-way). `target` is
+    /// where it will land (`None` for a part of a concatenation): an object store starts its
+    /// multipart upload at that key.
+    async fn create(
+        &self,
+        id: &str,
+        length: Option<u64>,
+        target: Option<&str>,
+    ) -> Result<(), DataError>;
 
     /// `ferry-layout`: creates the staged data of partial upload `id` (`length` bytes, more
     /// than zero) at `place` inside a layout shared with other parts, so that the final upload

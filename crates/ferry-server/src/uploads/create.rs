@@ -163,7 +163,8 @@ impl Uploads {
                 offset: None,
             });
         }
-        self.create_staged(user, &id, req, rec.length).await?;
+        self.create_staged(user, &id, req, rec.length, rec.target.as_deref())
+            .await?;
         let lock = self.lock(&id).await?;
         if let Err(e) = self.reserve(user, &rec).await {
             let _ = self.data.delete(&id).await;

@@ -53,13 +53,15 @@ fn upload_id(url: &str) -> Result<String, Refusal> {
 
 impl Uploads {
     /// Creates the staged data of new upload `id` (`length` bytes): inside a layout when a
-    /// partial upload asks for one and the store has layouts, else plain.
+    /// partial upload asks for one and the store has layouts, else plain (`target`: where it
+    /// will land, see [`DataStore::create`](crate::data::DataStore::create)).
     pub(super) async fn create_staged(
         &self,
         user: &User,
         id: &str,
         req: &CreateRequest,
         length: Option<u64>,
+        target: Option<&str>,
     ) -> Result<(), Refusal> {
         let Some(value) = req
             .fields
@@ -67,7 +69,7 @@ impl Uploads {
             .find(|(k, _)| k == LAYOUT_KEY)
             .map(|(_, v)| v.as_deref().unwrap_or_default())
         else {
-            return Ok(self.data.create(id, length).await?);
+            return Ok(self.data.create(id, length, target).await?);
         };
         if req.shape != Shape::Partial {
             return Err(bad(
@@ -92,7 +94,7 @@ impl Uploads {
         match self.data.create_placed(id, length, &place).await? {
             Placed::Placed => Ok(()),
             Placed::Refused(why) => Err(Refusal::BadRequest(why)),
-            _ => Ok(self.data.create(id, Some(length)).await?),
+            _ => Ok(self.data.create(id, Some(length), target).await?),
         }
     }
 }
