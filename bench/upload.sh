@@ -39,13 +39,7 @@
 #   FERRY_BIN    ferry binary (default target/release/ferry; copied into the temp dir)
 #   FERRY_NODE   node binary (default: node from PATH)
 #   KEEP=1       keep the temp dir (source file, stored files, client and server logs)
-#   UPLOAD_ROWS  which rows, e.g. "put-x4 ferry-p4" (default: all seven; the rows over a long
-#                path, put-rtt and tus-rtt, only when named: UPLOAD_MIB=128 UPLOAD_ROWS="put-rtt tus-rtt")
-#   RTT_MS       the round trip `ferry-fault delay` adds in front of ferry serve for the *-rtt rows
-#                (default 40)
-#   CAP_RATE     each connection's upload cap for the put-cap4 / put-cap1 rows (`ferry-fault proxy
-#                --rate-up`, default 20m: 20 MiB/s; rows only when named in UPLOAD_ROWS)
-#   FERRY_FAULT_BIN  ferry-fault binary (default: beside FERRY_BIN; built with NO_BUILD unset)
+#   UPLOAD_ROWS  which rows, e.g. "put-x4 ferry-p4" (default: all seven)
 #   CLIENT_CPUS  when set, every client runs under `taskset -c CLIENT_CPUS` (e.g. 0: the clients
 #                on the first core, the servers wherever the scheduler puts them)
 #   STORE_DIR    where both servers store uploads (default: inside the temp dir, on disk). A tmpfs
@@ -113,7 +107,7 @@ FILE_STORE_VERSION=$(pkg_version @tus/file-store)
 
 if [ -z "${NO_BUILD:-}" ]; then
     log "cargo build --release -p ferry"
-    cargo build --release -p ferry -p ferry-testkit >&2 || log "BUILD FAILED: ferry rows will say FAIL"
+    cargo build --release -p ferry >&2 || log "BUILD FAILED: ferry rows will say FAIL"
 fi
 
 bench_tmpdir
@@ -199,31 +193,6 @@ start_tus_server() {
     log "@tus/server $TUS_SERVER_VERSION pid $TUS_PID on $TUS_URL"
 }
 start_ferry || { log "ferry serve did not start: its rows will say FAIL"; FERRY_URL="http://127.0.0.1:9/uploads/"; }
-# Relays in front of the same ferry serve: the rows over a long path go through `ferry-fault
-# delay` (RTT_MS of round trip added, bandwidth unlimited); the capped rows through `ferry-fault
-# proxy --rate-up CAP_RATE` (each connection's upload capped).
-RTT_MS=${RTT_MS:-40}
-CAP_RATE=${CAP_RATE:-20m}
-FERRY_RTT_URL="http://127.0.0.1:9/uploads/"
-FERRY_CAP_URL="http://127.0.0.1:9/uploads/"
-start_relay() { # start_relay NAME VAR ARGS…: ferry-fault ARGS in front of ferry serve; VAR gets its endpoint
-    local name=$1 var=$2 fault=${FERRY_FAULT_BIN:-$(dirname "$FERRY_SRC")/ferry-fault} port=${FERRY_URL#http://127.0.0.1:}
-    shift 2
-    [ -x "$fault" ] || { log "no ferry-fault at $fault: the $name rows will say FAIL"; return 1; }
-    [ -x "$T/bin/ferry-fault" ] || cp "$fault" "$T/bin/ferry-fault"
-    "$T/bin/ferry-fault" "$@" --upstream "127.0.0.1:${port%%/*}" </dev/null >"$T/$name.out" 2>"$T/$name.err" &
-    BENCH_PIDS+=("$!")
-    local deadline=$((SECONDS + 30)) addr=
-    while [ "$SECONDS" -lt "$deadline" ] && [ -z "$addr" ]; do
-        addr=$(sed -n '1s/^listening on \(http:\/\/[^ ]*\).*/\1/p' "$T/$name.out")
-        [ -n "$addr" ] || sleep 0.05
-    done
-    [ -n "$addr" ] || { log "ferry-fault $name did not start: $(tail -c 300 "$T/$name.err")"; return 1; }
-    printf -v "$var" '%s' "$addr/uploads/"
-    log "ferry-fault $* on $addr"
-}
-case " ${UPLOAD_ROWS:-} " in *-rtt\ *) start_relay rtt FERRY_RTT_URL delay --rtt "${RTT_MS}ms" || true ;; esac
-case " ${UPLOAD_ROWS:-} " in *-cap*) start_relay cap FERRY_CAP_URL proxy --rate-up "$CAP_RATE" || true ;; esac
 start_tus_server || TUS_URL="http://127.0.0.1:9/uploads/"
 
 # --- rows -----------------------------------------------------------------------------------
@@ -245,10 +214,6 @@ define_row ferry-seq 'tus-js-client sequential → ferry serve' '' ferry tus put
 define_row tus-node 'tus-js-client sequential → @tus/server' '' tus tus ferry-seq
 define_row ferry-c4 "$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → ferry serve" '' ferry many
 define_row tus-c4 "$NCLIENTS tus-js-client at once, ${PART_MIB} MiB each → @tus/server" '' tus many ferry-c4
-define_row put-rtt "ferry put (default) → ${RTT_MS} ms relay → ferry serve" '' ferry-rtt put
-define_row tus-rtt "tus-js-client sequential → ${RTT_MS} ms relay → ferry serve" '' ferry-rtt tus put-rtt
-define_row put-cap4 "ferry put -x 4 → ${CAP_RATE}/s per connection → ferry serve" '-x 4' ferry-cap put
-define_row put-cap1 "ferry put -x 1 → ${CAP_RATE}/s per connection → ferry serve" '-x 1' ferry-cap put
 if [ -n "$CHUNK_MIB" ]; then
     ROWS+=(ferry-chunk tus-chunk)
     define_row ferry-chunk "tus-js-client ${CHUNK_MIB} MiB chunks → ferry serve" "--chunk-size $((CHUNK_MIB << 20))" ferry tus
@@ -269,7 +234,7 @@ stored_files() {
         src=$PART_FILE
         names=$(for i in $(seq "$NCLIENTS"); do echo "$CUR_NAME.$i"; done)
     fi
-    if [ "${SERVER[$CUR_TOOL]}" != tus ]; then
+    if [ "${SERVER[$CUR_TOOL]}" = ferry ]; then
         for n in $names; do echo "$STORE/ferry-root/$n $src"; done
     else
         sed -n 's/.*"url":"\([^"]*\)".*/\1/p' "$T/logs/$CASE.$CUR_TOOL.$CUR_RUN.log" |
@@ -298,10 +263,6 @@ for run in $(seq "$RUNS"); do
         CUR_TOOL=$tool CUR_RUN=$run CUR_NAME="$tool.$run.bin"
         if [ "${SERVER[$tool]}" = ferry ]; then
             url=$FERRY_URL pid=$FERRY_PID auth="--token $TOKEN"
-        elif [ "${SERVER[$tool]}" = ferry-rtt ]; then
-            url=$FERRY_RTT_URL pid=$FERRY_PID auth="--token $TOKEN"
-        elif [ "${SERVER[$tool]}" = ferry-cap ]; then
-            url=$FERRY_CAP_URL pid=$FERRY_PID auth="--token $TOKEN"
         else
             url=$TUS_URL pid=$TUS_PID auth=""
         fi
@@ -316,7 +277,7 @@ for run in $(seq "$RUNS"); do
         bench_sample_noise
         before=$(bench_proc_ticks "${pid:-0}")
         if ! bench_run "$CASE" "$tool" "$run" verify_upload "$cmd"; then
-            if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" != tus ] || [ "$tool" = tus-node ] || [ "$tool" = tus-c4 ]; then
+            if [ "$(tail -1 "$BENCH_RES" | cut -d' ' -f4)" = MISMATCH ] || [ "${SERVER[$tool]}" = ferry ] || [ "$tool" = tus-node ] || [ "$tool" = tus-c4 ]; then
                 bad=1
             fi
         fi
@@ -382,7 +343,7 @@ row() {
 }
 cmdline() { # the client command line as a user would type it
     local tool=$1 auth=""
-    [ "${SERVER[$tool]}" = tus ] || auth=" --token TOKEN"
+    [ "${SERVER[$tool]}" != ferry ] || auth=" --token TOKEN"
     local pin=""
     [ -z "${CLIENT_CPUS:-}" ] || pin="taskset -c $CLIENT_CPUS "
     case ${CLIENT[$tool]:-tus} in
@@ -439,16 +400,6 @@ report() {
     echo "- issue 4's bar (ferry put at least as fast as tus-js-client, both into ferry serve):"
     echo "  ferry put -x 4 speed / tus-js-client parallelUploads 4 speed = $(ratio put-x4 ferry-p4) (bar: ≥ 1);"
     echo "  ferry put -x 1 speed / tus-js-client sequential speed = $(ratio put-x1 ferry-seq)"
-    if [ -n "${LABEL[put-rtt]:-}" ] && [[ " ${ROWS[*]} " == *" put-rtt "* ]]; then
-        echo "- issue 20's bar over a long path (${RTT_MS} ms round trip): ferry put (default) speed /"
-        echo "  tus-js-client sequential speed, both into ferry serve through the relay = $(ratio put-rtt tus-rtt) (bar: ≥ 1)"
-    fi
-    if [[ " ${ROWS[*]} " == *" put-cap4 "* ]] && [[ " ${ROWS[*]} " == *" put-cap1 "* ]]; then
-        echo "- issue 20's bar through a ${CAP_RATE}/s-per-connection cap: ferry put -x 4 speed / -x 1 speed = $(ratio put-cap4 put-cap1) (bar: ≥ 3.5, ideal 4)"
-    fi
-    if [[ " ${ROWS[*]} " == *" put-x4 "* ]] && [[ " ${ROWS[*]} " == *" put-x1 "* ]]; then
-        echo "- issue 20's bar on loopback: ferry put -x 4 speed / ferry put -x 1 speed = $(ratio put-x4 put-x1) (bar: ≥ 1)"
-    fi
     if [ "$JOURNALS_LEFT" != 0 ]; then
         echo "- note: $JOURNALS_LEFT successful \`ferry put\` run(s) left a resume journal behind"
     fi

@@ -41,32 +41,11 @@ impl PieceHashes {
 
     /// Reads piece `i` from `file` and compares its hash.
     pub fn check(&self, file: &File, i: usize, len: u64) -> std::io::Result<bool> {
-        check_range(file, self.range(i, len), &self.hashes[i])
+        let r = self.range(i, len);
+        let mut buf = vec![0u8; (r.end - r.start) as usize];
+        file.read_exact_at(&mut buf, r.start)?;
+        Ok(blake3::hash(&buf).as_bytes() == &self.hashes[i])
     }
-}
-
-/// Bytes read per step when a piece is checked: the read lands in a cache-sized buffer that the
-/// hasher reads right away, instead of a fresh zeroed piece-sized one.
-const CHECK_BLOCK: usize = 256 << 10;
-
-/// Whether the bytes `r` of `file` hash (BLAKE3) to `expected`, read in blocks into a buffer
-/// kept per thread.
-pub fn check_range(file: &File, r: Range<u64>, expected: &[u8; 32]) -> std::io::Result<bool> {
-    thread_local! {
-        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; CHECK_BLOCK]);
-    }
-    let mut hasher = blake3::Hasher::new();
-    BUF.with_borrow_mut(|buf| -> std::io::Result<()> {
-        let mut at = r.start;
-        while at < r.end {
-            let n = ((r.end - at) as usize).min(buf.len());
-            file.read_exact_at(&mut buf[..n], at)?;
-            hasher.update(&buf[..n]);
-            at += n as u64;
-        }
-        Ok(())
-    })?;
-    Ok(hasher.finalize().as_bytes() == expected)
 }
 
 /// Verification state of one download.

@@ -152,20 +152,14 @@ impl Receive {
         }
     }
 
-    /// The pinned TLS configuration of every request, offering HTTP/1.1 only: with HTTP/2 the
-    /// `-x` connections to a sender would be streams of one TCP connection (one TLS session
-    /// decrypted on one core, every stream held back by the connection's flow-control window),
-    /// where HTTP/1.1 gives each its own connection.
     fn tls(&self) -> CustomTls {
         let fps: Vec<[u8; 32]> = self.tickets.iter().map(|t| t.fingerprint).collect();
-        let mut config = tls::pinned_client_config_any(&fps).as_ref().clone();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         CustomTls {
             key: format!(
-                "ferry-peers-http1:{}",
+                "ferry-peers:{}",
                 fps.iter().map(hex::encode).collect::<Vec<_>>().join(",")
             ),
-            config: std::sync::Arc::new(config),
+            config: tls::pinned_client_config_any(&fps),
             direct: true,
         }
     }

@@ -111,9 +111,6 @@ pub struct ProxyFaults {
     /// Throttle every connection's downstream bytes to this many bytes per second, smoothly
     /// (pieces of about 1/50 s worth, no burst after idle time).
     pub rate_per_conn: Option<u64>,
-    /// Throttle every connection's upstream bytes (client → server: an upload's bodies) to
-    /// this many bytes per second.
-    pub rate_up_per_conn: Option<u64>,
 }
 
 impl ProxyFaults {
@@ -518,7 +515,6 @@ struct ConnFaults {
     stall_at: Option<u64>,
     slow_start: Option<(u64, u64)>,
     rate: Option<u64>,
-    rate_up: Option<u64>,
 }
 
 impl ConnFaults {
@@ -535,7 +531,6 @@ impl ConnFaults {
             stall_at: f.stall_after,
             slow_start: f.slow_start.filter(|&(n, r)| n > 0 && r > 0),
             rate: f.rate_per_conn.filter(|&r| r > 0),
-            rate_up: f.rate_up_per_conn.filter(|&r| r > 0),
         }
     }
 
@@ -654,7 +649,6 @@ async fn serve_conn(mut client: TcpStream, shared: Arc<Shared>) {
             &shared,
             conn.reset_up_at
                 .map(|at| at.saturating_sub(head.len() as u64)),
-            conn.rate_up,
         ));
         let mut down = pin!(pump_down(&mut sr, &mut cw, conn, &shared, &stop));
         let mut up_end: Option<UpEnd> = None;
@@ -724,7 +718,6 @@ async fn serve_conn(mut client: TcpStream, shared: Arc<Shared>) {
 
 /// Client → server: forwards request heads and bodies, answers nothing itself; stops at the
 /// first request the plan says to fail.
-#[allow(clippy::too_many_arguments)]
 async fn pump_up<R, W>(
     cr: &mut R,
     sw: &mut W,
@@ -733,7 +726,6 @@ async fn pump_up<R, W>(
     mut scanner: Scanner,
     shared: &Shared,
     mut reset_in: Option<u64>,
-    rate: Option<u64>,
 ) -> UpEnd
 where
     R: AsyncRead + Unpin,
@@ -741,8 +733,6 @@ where
 {
     // The bytes that came with the first head, then whatever the client sends.
     let mut pending = leftover;
-    // When the next throttled piece may be forwarded.
-    let mut next = Instant::now();
     loop {
         let data: &[u8] = if pending.is_empty() {
             match cr.read(&mut buf).await {
@@ -762,9 +752,6 @@ where
                 Step::Forward(n) => {
                     // Up to the reset point, if it falls in this piece.
                     let n_ok = reset_in.map_or(n, |left| n.min(left as usize));
-                    if let Some(rate) = rate {
-                        pace(&mut next, n_ok, rate).await;
-                    }
                     if sw.write_all(&data[..n_ok]).await.is_err() {
                         return UpEnd::Error;
                     }
@@ -799,18 +786,6 @@ where
         }
         pending.clear();
     }
-}
-
-/// A throttle's step: waits until `next`, then books `n` bytes at `rate` bytes/s (no burst
-/// after idle time).
-async fn pace(next: &mut Instant, n: usize, rate: u64) {
-    let now = Instant::now();
-    if *next > now {
-        tokio::time::sleep_until(*next).await;
-    } else {
-        *next = now;
-    }
-    *next += Duration::from_secs_f64(n as f64 / rate as f64);
 }
 
 /// Server → client: forwards with the connection's byte faults.
@@ -862,7 +837,13 @@ where
             },
         };
         if let Some((rate, _)) = throttle {
-            pace(&mut next, n, rate).await;
+            let now = Instant::now();
+            if next > now {
+                tokio::time::sleep_until(next).await;
+            } else {
+                next = now;
+            }
+            next += Duration::from_secs_f64(n as f64 / rate as f64);
         }
         if cw.write_all(&buf[..n]).await.is_err() {
             return DownEnd::Error;

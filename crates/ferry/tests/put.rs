@@ -232,6 +232,7 @@ fn server_killed_mid_upload_then_rerun_resumes() {
     let mut env = Env::start();
     let size = 64 * MIB;
     let file = env.file("s.bin", size, 8);
+    let staged = env.served.path().join(".ferry/uploads");
     let mut child = spawn_put(
         &env,
         &[
@@ -246,36 +247,28 @@ fn server_killed_mid_upload_then_rerun_resumes() {
             &env.endpoint(),
         ],
     );
-    // How far the client got, from its progress events (staged file sizes say nothing: the
-    // parts share one preallocated file, ferry-layout); the rest of its output for messages.
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let out = child.stdout.take().unwrap();
-    let reader = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut err = String::new();
-            for line in std::io::BufReader::new(out).lines() {
-                let line = line.unwrap();
-                let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                if event["event"] == "progress" {
-                    let d = event["done"].as_u64().unwrap_or(0);
-                    done.store(d, std::sync::atomic::Ordering::Relaxed);
-                } else {
-                    err.push_str(&line);
-                    err.push('\n');
-                }
-            }
-            err
-        })
+    let staged_bytes = || -> u64 {
+        std::fs::read_dir(&staged)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     };
-    // Two connections with 2 MiB chunks: at most 4 MiB of that is in flight.
-    assert!(wait_until(Duration::from_secs(60), || done
-        .load(std::sync::atomic::Ordering::Relaxed)
-        >= 16 * MIB));
+    assert!(wait_until(Duration::from_secs(60), || staged_bytes() >= 16 * MIB));
     env.srv.kill_hard();
     // With the server gone, the client gives up after its retries: a resumable failure.
     let status = child.wait().unwrap();
-    let err = reader.join().unwrap();
+    let mut err = String::new();
+    for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if !line.contains("\"progress\"") {
+            err.push_str(&line);
+            err.push('\n');
+        }
+    }
     assert_eq!(status.code(), Some(1), "{err}");
     eprintln!("client after the kill: {err}");
     env.srv.restart();
@@ -350,13 +343,12 @@ fn peers_dir() -> Option<PathBuf> {
     None
 }
 
-/// The server's disk is too small for the file: `ferry put` stops with a clear error, and once
-/// there is room a rerun finishes. With ferry-layout the parts never need room twice (the
-/// final upload is a rename): 24 MiB in 4 parts fit a 30 MiB disk, where copying them would
-/// need 48. Needs root for the tmpfs (as CI has).
+/// The server's disk fills up while the final upload is assembled (the parts need room twice):
+/// `ferry put` stops with a clear error, its journal stays usable, and once there is room a
+/// rerun finishes without sending the parts again. Needs root for the tmpfs (as CI has).
 #[test]
 fn a_full_server_disk_stops_clearly_and_resumes() {
-    let disk = ferry_testkit::tmpfs::Tmpfs::mount(16);
+    let disk = ferry_testkit::tmpfs::Tmpfs::mount(40);
     let served = disk.path().join("srv");
     std::fs::create_dir(&served).unwrap();
     let srv = FerryServe::start(env!("CARGO_BIN_EXE_ferry"), &served, &["--token", TOKEN]);
@@ -379,11 +371,21 @@ fn a_full_server_disk_stops_clearly_and_resumes() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
     assert!(!served.join("f.bin").exists());
+    let journals = std::fs::read_dir(data.path().join("uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(journals, 1, "the journal is kept");
 
-    disk.resize(30);
+    disk.resize(80);
     let o = put(&["--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(files_equal(&file, &served.join("f.bin")));
+    let start = start_event(&o);
+    assert_eq!(
+        start["resumed"].as_u64(),
+        Some(24 * MIB),
+        "no part is sent again: {start}"
+    );
 }
 
 /// Options may sit anywhere, even between the files and the URL.

@@ -32,15 +32,13 @@ pub(crate) async fn check_pieces(
 pub(crate) async fn verify_pieces(shared: &Shared, ready: Vec<usize>) -> Result<(), Failure> {
     let tracker = shared.pieces.as_ref().expect("pieces configured");
     for i in ready {
-        // Only this piece's hash and range leave the lock (not every piece's hash).
-        let (expected, range) = {
+        let (hashes, len) = {
             let t = tracker.lock().expect("pieces lock");
-            (t.hashes.hashes[i], t.hashes.range(i, t.len))
+            (t.hashes.clone(), t.len)
         };
         let path = shared.part.path().to_owned();
         let ok = tokio::task::spawn_blocking(move || {
-            std::fs::File::open(&path)
-                .and_then(|f| crate::pieces::check_range(&f, range, &expected))
+            std::fs::File::open(&path).and_then(|f| hashes.check(&f, i, len))
         })
         .await
         .map_err(|e| Failure::Fatal(Error::task("piece verification", e)))?

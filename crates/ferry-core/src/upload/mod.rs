@@ -26,7 +26,6 @@ mod concat;
 mod config;
 pub mod ietf;
 pub mod journal;
-mod pace;
 mod plan;
 mod progress;
 mod protocol;
@@ -90,30 +89,16 @@ impl Upload {
         let file =
             std::fs::canonicalize(&self.cfg.file).map_err(|e| Error::io(&self.cfg.file, e))?;
         let display = self.cfg.file.display().to_string();
-        let remote = self.cfg.remote()?;
-        // The IETF client states the length on every request; the identity below reads it
-        // again with the file's fingerprint.
-        let length = std::fs::metadata(&file)
-            .map_err(|e| Error::io(&file, e))?
-            .len();
-        let tus = self.cfg.protocol_client(&self.endpoint, length)?;
-        let landing = self.cfg.landing(&remote);
-        // Three things at once (one round trip over a long path): the file's identity, what
-        // the server offers, and whether the target exists there (ferry serve's layout only).
         let identity = {
             let f = file.clone();
             tokio::task::spawn_blocking(move || FileIdentity::of(&f))
+                .await
+                .map_err(|e| Error::task("file identity", e))??
         };
-        let asked = Instant::now();
-        let options = async {
-            let caps = retrying(&self.cfg, &display, &cancel, || tus.options()).await;
-            (caps, asked.elapsed() / 2)
-        };
-        let (identity, (caps, rtt), target_exists) =
-            tokio::join!(identity, options, tus.target_exists(&landing));
-        let identity = identity.map_err(|e| Error::task("file identity", e))??;
-        let caps = caps?;
         let size = identity.size;
+        let remote = self.cfg.remote()?;
+        let tus = self.cfg.protocol_client(&self.endpoint, size)?;
+        let caps = retrying(&self.cfg, &display, &cancel, || tus.options()).await?;
         if let Some(max) = caps.max_size
             && size > max
         {
@@ -135,14 +120,15 @@ impl Upload {
         if journal.finished {
             // The same file went up to the same name in an earlier run: nothing to send,
             // unless the server no longer has it.
-            if target_exists != Some(false) {
+            if tus.target_exists(&self.cfg.landing(&remote)).await != Some(false) {
                 return Ok(self.nothing_to_send(&journal, display, started));
             }
             journal::remove(&journal_path);
             journal = UploadJournal::new(self.endpoint.as_str(), &file, &identity, &remote);
         }
         let resuming = !journal.parts.is_empty();
-        if !resuming && !self.cfg.overwrite && target_exists == Some(true) {
+        let landing = self.cfg.landing(&remote);
+        if !resuming && !self.cfg.overwrite && tus.target_exists(&landing).await == Some(true) {
             // Refused before sending anything (the server would refuse the finished upload).
             return Err(Error::Exists {
                 path: PathBuf::from(landing),
@@ -181,7 +167,6 @@ impl Upload {
             caps,
             tus,
             chunk,
-            rtt,
             metadata: metadata.clone(),
             journal: Mutex::new(journal),
             journal_path: journal_path.clone(),
@@ -193,7 +178,9 @@ impl Upload {
 
         // Bytes sent with the creation request are this run's, not resumed ones.
         let presend = created.as_ref().map_or(0, |c| c.presend);
-        let offsets = shared.offsets(&parts, created.map(|c| c.offsets)).await?;
+        let offsets = shared
+            .offsets(&parts, created.and_then(|c| c.first_offset))
+            .await?;
         let resumed: u64 = offsets.iter().sum::<u64>().saturating_sub(presend);
         self.cfg.events.emit(Event::Start {
             url: self.endpoint.to_string(),

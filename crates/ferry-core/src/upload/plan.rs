@@ -15,15 +15,10 @@ const MIN_PART: u64 = 8 << 20;
 /// Files up to this size are sent inside the creation request when the server allows.
 const SMALL_FILE: u64 = 1 << 20;
 
-/// The tus extension (ferry serve's, docs/uploads.md) by which partial uploads say where their
-/// bytes go in the final file, so the server writes them there and concatenation copies nothing.
-pub(crate) const LAYOUT: &str = "ferry-layout";
-
 /// What creating the parts already did.
 pub(crate) struct Created {
-    /// The server's offset of every part just created (non-zero only when a creation request
-    /// carried data).
-    pub(crate) offsets: Vec<u64>,
+    /// The server's offset of the only part, when its creation request carried data.
+    pub(crate) first_offset: Option<u64>,
     /// Bytes sent inside the creation request.
     pub(crate) presend: u64,
 }
@@ -81,23 +76,11 @@ pub(crate) async fn create_parts(
     } = requests;
     let n = part_count(size, cfg.connections, caps.has("concatenation"));
     if n > 1 {
-        let ranges = split(size, n);
-        let layout = caps.has(LAYOUT);
-        // The first part opens the layout (the others name it), then the others are created
-        // at once: two round trips whatever the number of parts.
-        let (first_end, host_meta) = (ranges[0].1, format!("total={size}"));
-        let host = create_partial(requests, tus, first_end, layout.then_some(&host_meta)).await?;
-        let others =
-            futures_util::future::try_join_all(
-                ranges[1..].iter().map(|&(start, end)| {
-                    let place = format!("host={host} offset={start}");
-                    async move {
-                        create_partial(requests, tus, end - start, layout.then_some(&place)).await
-                    }
-                }),
-            )
+        for (start, end) in split(size, n) {
+            let (url, _) = retrying(cfg, display, cancel, || {
+                tus.create(Some(end - start), "", Some("partial"), None)
+            })
             .await?;
-        for ((start, end), url) in ranges.into_iter().zip(std::iter::once(host).chain(others)) {
             journal.parts.push(Part {
                 url: url.to_string(),
                 start,
@@ -105,7 +88,7 @@ pub(crate) async fn create_parts(
             });
         }
         return Ok(Created {
-            offsets: vec![0; n as usize],
+            first_offset: None,
             presend: 0,
         });
     }
@@ -129,41 +112,9 @@ pub(crate) async fn create_parts(
         end: size,
     });
     Ok(Created {
-        offsets: vec![offset],
+        first_offset: Some(offset),
         presend: body.as_ref().map_or(0, |b| b.len() as u64),
     })
-}
-
-/// Creates a partial upload of `len` bytes, placed by the `ferry-layout` value `place` when
-/// given. A placement the server refuses (400: its layout is gone, say) is not fatal: the part
-/// is created plain and the server copies it at concatenation.
-async fn create_partial(
-    requests: Requests<'_>,
-    tus: &Client,
-    len: u64,
-    place: Option<&String>,
-) -> Result<url::Url, Error> {
-    let Requests {
-        cfg,
-        display,
-        cancel,
-    } = requests;
-    if let Some(place) = place {
-        let meta = super::tus::metadata(&[(LAYOUT, place)]);
-        match retrying(cfg, display, cancel, || {
-            tus.create(Some(len), &meta, Some("partial"), None)
-        })
-        .await
-        {
-            Err(Error::HttpStatus { status: 400, .. }) => {}
-            other => return other.map(|(url, _)| url),
-        }
-    }
-    let (url, _) = retrying(cfg, display, cancel, || {
-        tus.create(Some(len), "", Some("partial"), None)
-    })
-    .await?;
-    Ok(url)
 }
 
 #[cfg(test)]

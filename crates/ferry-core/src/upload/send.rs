@@ -2,7 +2,6 @@
 //! digest computed while the previous chunk is on the wire, stalls detected, failures retried
 //! (asking the server where it stands), and a part the server forgot created again.
 
-use super::pace::Pacer;
 use super::progress::PartProgress;
 use super::retry::fatal_at;
 use super::shared::Shared;
@@ -33,19 +32,12 @@ impl Shared {
         // The digest of the next chunk is computed while the current one is on the wire, so
         // hashing never leaves the connection idle: (offset, length, digest task).
         let mut ahead: Option<Ahead> = None;
-        let mut pacer = Pacer::new(self.chunk, self.rtt);
-        // The size of the next chunk is chosen when its digest starts (one PATCH ahead).
-        let mut planned = pacer.size();
         while offset < len {
             if self.cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let n = planned.min(len - offset);
-            planned = pacer.size();
-            let checksum = self
-                .chunk_digest(&mut ahead, start, offset, n, len, planned)
-                .await?;
-            let began = Instant::now();
+            let n = self.chunk.min(len - offset);
+            let checksum = self.chunk_digest(&mut ahead, start, offset, n, len).await?;
             prog.inflight.store(0, Ordering::Relaxed);
             let inflight = Arc::new(AtomicU64::new(0));
             let patch = self.tus.patch(
@@ -65,7 +57,6 @@ impl Shared {
             prog.inflight.store(0, Ordering::Relaxed);
             let failure = match result {
                 Ok(new) if new > offset && new <= len => {
-                    pacer.sent(new - offset, began.elapsed());
                     offset = new;
                     prog.acked.store(offset, Ordering::Relaxed);
                     failures = 0;
@@ -113,8 +104,7 @@ impl Shared {
     }
 
     /// The checksum of the chunk of `n` bytes at `offset` of the part starting at `start`
-    /// (`len` bytes long), when the server takes checksums; starts hashing the next chunk
-    /// (`next` bytes).
+    /// (`len` bytes long), when the server takes checksums; starts hashing the next chunk.
     async fn chunk_digest(
         &self,
         ahead: &mut Option<Ahead>,
@@ -122,7 +112,6 @@ impl Shared {
         offset: u64,
         n: u64,
         len: u64,
-        next_size: u64,
     ) -> Result<Option<(Algorithm, String)>, Error> {
         let Some(algo) = self.algo else {
             return Ok(None);
@@ -142,7 +131,7 @@ impl Shared {
             .map_err(|e| Error::io(&self.file, e))?;
         let next = offset + n;
         if next < len {
-            let m = next_size.min(len - next);
+            let m = self.chunk.min(len - next);
             *ahead = Some((next, m, self.digest_task(algo, start + next, m)));
         }
         Ok(Some((algo, digest)))

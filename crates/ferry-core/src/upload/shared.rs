@@ -25,8 +25,6 @@ pub(crate) struct Shared {
     pub(crate) caps: Capabilities,
     pub(crate) algo: Option<Algorithm>,
     pub(crate) chunk: u64,
-    /// The round trip to the server (half the first OPTIONS, which also opened a connection).
-    pub(crate) rtt: std::time::Duration,
     /// `Upload-Metadata` of the upload (or of the final upload joining the parts).
     pub(crate) metadata: String,
     pub(crate) journal: Mutex<UploadJournal>,
@@ -48,24 +46,21 @@ impl Shared {
         })
     }
 
-    /// Where each of `parts` stands on the server (`known` when their creation just said so;
-    /// else asked of the server, every part at once), recorded as acknowledged progress.
+    /// Where each of `parts` stands on the server (the first at `first_offset` when its
+    /// creation just said so), recorded as acknowledged progress.
     pub(crate) async fn offsets(
         &self,
         parts: &[Part],
-        known: Option<Vec<u64>>,
+        first_offset: Option<u64>,
     ) -> Result<Vec<u64>, Error> {
-        let offsets = match known.filter(|k| k.len() == parts.len()) {
-            Some(k) => k,
-            None => {
-                futures_util::future::try_join_all(
-                    parts.iter().enumerate().map(|(i, p)| self.offset_of(i, p)),
-                )
-                .await?
-            }
-        };
-        for (i, &off) in offsets.iter().enumerate() {
+        let mut offsets = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let off = match first_offset {
+                Some(o) if i == 0 => o,
+                _ => self.offset_of(i, p).await?,
+            };
             self.progress[i].acked.store(off, Ordering::Relaxed);
+            offsets.push(off);
         }
         Ok(offsets)
     }

@@ -5,7 +5,7 @@
 //! body is still to come, the socket's receive low-water mark is raised (`LowWater`) so a
 //! fast sender wakes us per quarter MiB rather than per burst of segments.
 
-use super::{AppendLimits, Appended, BodyEnd, Incoming};
+use super::{BodyEnd, Incoming};
 use crate::socket::ConnSocket;
 use axum::body::HttpBody;
 use bytes::Bytes;
@@ -19,11 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Most bytes gathered into one batch (one write system call, one wake-up of the writer).
-const BATCH_BYTES: usize = 512 << 10;
-/// Batches queued between the socket reader and the disk writer: with the batch being gathered
-/// and the one being written, at most about 2 MiB of a body is in memory (16 uploads at once
-/// stay under 64 MiB).
-const QUEUE_BATCHES: usize = 2;
+const BATCH_BYTES: usize = 1 << 20;
+/// Batches queued between the socket reader and the disk writer.
+const QUEUE_BATCHES: usize = 8;
 
 /// The result of [`write_body`].
 #[derive(Debug)]
@@ -65,7 +63,7 @@ pub async fn write_body(
     let mut taken: u64 = 0;
     let mut end = BodyEnd::Complete;
     // Frames are handed to the writer in batches: as many as arrived without waiting (up to
-    // BATCH_BYTES). A fast sender costs one wake-up per half MiB, and a slow one still sees every
+    // BATCH_BYTES). A fast sender costs one wake-up per MiB, and a slow one still sees every
     // frame reach the file at once (nothing waits in memory for the next frame).
     let mut batch: Vec<Bytes> = Vec::new();
     let mut batch_len = 0usize;
@@ -299,42 +297,6 @@ impl Drop for LowWater {
 
 /// Most of a refused body that is read (and dropped) before answering.
 pub const DRAIN_LIMIT: u64 = 16 << 20;
-
-/// Streams `incoming` into `path` from `at` within `limits`, as an [`Appended`]: with a
-/// checksum, `verified` says whether the whole body arrived with that digest, and nothing is
-/// kept when it did not (what becomes of those bytes in the file is the caller's to decide).
-pub async fn append_at(
-    incoming: Incoming,
-    path: PathBuf,
-    at: u64,
-    limits: &AppendLimits<'_>,
-) -> Appended {
-    let outcome = write_body(
-        incoming,
-        path,
-        at,
-        limits.room,
-        limits.checksum.map(|c| Hasher::new(c.algorithm)),
-        limits.idle,
-        &limits.let_go,
-    )
-    .await;
-    let verified = limits.checksum.map(|c| {
-        matches!(outcome.end, BodyEnd::Complete)
-            && outcome.digest.as_deref() == Some(c.expected.as_slice())
-    });
-    Appended {
-        received: outcome.written,
-        kept: if verified == Some(false) {
-            0
-        } else {
-            outcome.written
-        },
-        verified,
-        end: outcome.end,
-        drained: outcome.drained,
-    }
-}
 
 /// Reads what is left of a refused request body, up to [`DRAIN_LIMIT`] bytes and for at most two
 /// seconds, and says whether it got to the end. A client still sending when the server answers

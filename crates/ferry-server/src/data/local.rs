@@ -3,17 +3,14 @@
 //! [`body::write_body`], an unverified-bytes mark beside a file while a checksummed append is
 //! in flight, the atomic move of a finished upload to its target (never replacing an existing
 //! file unless asked), and the assembly of a concatenated upload from its parts
-//! (copy_file_range where the OS allows, via `io::copy`); parts placed in a layout (the
-//! `ferry-layout` extension) are `local_placement`'s.
+//! (copy_file_range where the OS allows, via `io::copy`).
 
-use super::body;
-use super::{
-    AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, Placed, Placement,
-    ReadError,
-};
+use super::body::{self, write_body};
+use super::{AppendLimits, Appended, BodyEnd, DataError, DataStore, Incoming, Node, ReadError};
 use crate::listing;
 use crate::safepath::{self, STATE_DIR};
 use async_trait::async_trait;
+use ferry_core::verify::Hasher;
 use ferry_http::LocalFile;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
@@ -71,24 +68,15 @@ impl LocalDir {
         Ok(())
     }
 
-    /// The upload ids whose staged files (data, unverified-bytes marks, ferry-layout place
-    /// records) are in the staging directory and untouched for `min_age`. Only names this store
-    /// creates count; a data file that holds a layout is never listed on its own.
-    pub(super) fn staged_sync(&self, min_age: std::time::Duration) -> io::Result<Vec<String>> {
+    /// The upload ids whose staged files (data or unverified-bytes marks) are in the staging
+    /// directory and untouched for `min_age`. Only names this store creates count.
+    fn staged_sync(&self, min_age: std::time::Duration) -> io::Result<Vec<String>> {
         let mut ids = std::collections::BTreeSet::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let id = name
-                .strip_suffix(".unverified")
-                .or_else(|| name.strip_suffix(".place"))
-                .unwrap_or(name);
-            // A staged file that holds a ferry-layout stays while the layout lists parts: it
-            // goes with the layout's last part (`delete_placed`), orphaned parts included.
-            if id == name && self.data_path(&format!("{id}.layout")).exists() {
-                continue;
-            }
+            let id = name.strip_suffix(".unverified").unwrap_or(name);
             let ours = id.len() == 32
                 && id
                     .bytes()
@@ -229,9 +217,6 @@ impl LocalDir {
     /// and cuts off a half-done one; the parts after the first stay intact until the caller
     /// deletes them; and once the result is renamed to `id`, it is recognised by its length.
     fn assemble_sync(&self, id: &str, parts: &[String], lengths: &[u64]) -> io::Result<u64> {
-        if let Some(total) = self.assemble_placed(id, parts, lengths)? {
-            return Ok(total); // ferry-layout parts (local_placement)
-        }
         let total = lengths
             .iter()
             .try_fold(0u64, |sum, &len| sum.checked_add(len))
@@ -273,7 +258,7 @@ impl LocalDir {
 }
 
 /// Reserves `len` bytes for `file` without changing its length, where the filesystem allows.
-pub(super) fn reserve(file: &File, len: u64) -> io::Result<()> {
+fn reserve(file: &File, len: u64) -> io::Result<()> {
     use rustix::fs::{FallocateFlags, fallocate};
     match fallocate(file, FallocateFlags::KEEP_SIZE, 0, len) {
         Ok(()) => Ok(()),
@@ -334,26 +319,7 @@ impl DataStore for LocalDir {
         .await
     }
 
-    async fn create_placed(
-        &self,
-        id: &str,
-        length: u64,
-        place: &Placement,
-    ) -> Result<Placed, DataError> {
-        let (dir, id, place) = (self.clone(), id.to_owned(), place.clone());
-        blocking("creating the upload", move || {
-            dir.create_placed_sync(&id, length, &place)
-                .map_err(|e| DataError::io("creating the upload", e))
-        })
-        .await
-    }
-
     async fn offset(&self, id: &str) -> Result<Option<u64>, DataError> {
-        if self.is_placed(id) {
-            return self
-                .placed_offset(id)
-                .map_err(|e| DataError::io("reading the upload", e));
-        }
         if let Some(from) = self
             .unverified(id)
             .map_err(|e| DataError::io("reading the upload", e))?
@@ -365,9 +331,6 @@ impl DataStore for LocalDir {
     }
 
     async fn append(&self, id: &str, body: Incoming, limits: AppendLimits<'_>) -> Appended {
-        if self.is_placed(id) {
-            return self.append_placed(id, body, limits).await;
-        }
         let offset = limits.offset;
         if limits.checksum.is_some() {
             // Bytes written from here are unverified until the digest matches; a crash in
@@ -383,16 +346,36 @@ impl DataStore for LocalDir {
                 };
             }
         }
-        let mut appended = body::append_at(body, self.data_path(id), offset, &limits).await;
-        if limits.checksum.is_some() {
-            if appended.verified == Some(false)
-                && let Err(e) = self.truncate(id, offset)
-            {
-                appended.end = BodyEnd::Disk(e);
+        let outcome = write_body(
+            body,
+            self.data_path(id),
+            offset,
+            limits.room,
+            limits.checksum.map(|c| Hasher::new(c.algorithm)),
+            limits.idle,
+            &limits.let_go,
+        )
+        .await;
+        let mut appended = Appended {
+            received: outcome.written,
+            kept: outcome.written,
+            verified: None,
+            end: outcome.end,
+            drained: outcome.drained,
+        };
+        if let Some(c) = limits.checksum {
+            let matched = matches!(appended.end, BodyEnd::Complete)
+                && outcome.digest.as_deref() == Some(c.expected.as_slice());
+            if !matched {
+                appended.kept = 0;
+                if let Err(e) = self.truncate(id, offset) {
+                    appended.end = BodyEnd::Disk(e);
+                }
             }
             if let Err(e) = self.clear_unverified(id) {
                 appended.end = BodyEnd::Disk(e);
             }
+            appended.verified = Some(matched);
         } else if matches!(appended.end, BodyEnd::Disk(_))
             && let Ok(Some(len)) = self.staged_len(id)
         {
@@ -403,9 +386,6 @@ impl DataStore for LocalDir {
     }
 
     async fn recover(&self, id: &str) -> Result<(), DataError> {
-        if self.is_placed(id) {
-            return Ok(()); // nothing past a placed part's offset is ever counted
-        }
         let mark = self
             .unverified(id)
             .map_err(|e| DataError::io("reading the upload", e))?;
@@ -427,11 +407,6 @@ impl DataStore for LocalDir {
     }
 
     async fn delete(&self, id: &str) -> Result<(), DataError> {
-        if self.is_placed(id) {
-            return self
-                .delete_placed(id)
-                .map_err(|e| DataError::io("deleting the upload", e));
-        }
         self.delete_sync(id)
             .map_err(|e| DataError::io("deleting the upload", e))
     }
@@ -447,12 +422,6 @@ impl DataStore for LocalDir {
     }
 
     async fn unassemble(&self, id: &str, parts: &[String]) -> Result<(), DataError> {
-        if self
-            .unassemble_placed(id, parts)
-            .map_err(|e| DataError::io("undoing the assembly", e))?
-        {
-            return Ok(());
-        }
         // The assembled data grew from the first part's file: it goes back there, and the next
         // assembly recognises the parts already appended.
         let assembled = self.data_path(id);

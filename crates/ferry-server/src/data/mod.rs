@@ -8,8 +8,6 @@
 
 pub mod body;
 pub mod local;
-mod local_placement;
-pub mod placement;
 pub mod s3;
 
 use crate::safepath::PathError;
@@ -19,8 +17,6 @@ use ferry_core::verify::Algorithm;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
-
-pub use placement::{Placed, Placement};
 
 /// The digest a request body must have (`Upload-Checksum`): its bytes are kept only when it
 /// matches.
@@ -183,20 +179,6 @@ pub trait DataStore: Send + Sync + 'static {
         length: Option<u64>,
         target: Option<&str>,
     ) -> Result<(), DataError>;
-
-    /// `ferry-layout`: creates the staged data of partial upload `id` (`length` bytes, more
-    /// than zero) at `place` inside a layout shared with other parts, so that the final upload
-    /// made of the layout's parts in order needs no copy. Stores without layouts answer
-    /// [`Placed::Unsupported`] (the default) and the caller uses [`DataStore::create`].
-    async fn create_placed(
-        &self,
-        id: &str,
-        length: u64,
-        place: &Placement,
-    ) -> Result<Placed, DataError> {
-        let _ = (id, length, place);
-        Ok(Placed::Unsupported)
-    }
 
     /// Bytes staged and verified so far (the upload's offset while it is active): what a
     /// checksummed append still checks is not counted. `None` when the data is gone.

@@ -9,7 +9,7 @@ pub use ferry_core::verify::{Algorithm, Hasher};
 /// The tus protocol version this server speaks.
 pub const TUS_VERSION: &str = "1.0.0";
 /// Every extension this server implements, for `Tus-Extension`.
-pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation,concatenation-unfinished,ferry-layout";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,creation-defer-length,expiration,checksum,termination,concatenation,concatenation-unfinished";
 /// Checksum algorithms accepted in `Upload-Checksum`, for `Tus-Checksum-Algorithm`.
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256,sha512,md5,blake3";
 /// The only content type a PATCH body may have.
@@ -79,17 +79,6 @@ pub enum Concat {
     Final(Vec<String>),
 }
 
-/// The upload id an upload URL (absolute, or a path) ends with: letters and digits only.
-pub fn upload_id(url: &str) -> Option<&str> {
-    let path = url.split(['?', '#']).next().unwrap_or_default();
-    let id = path
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or_default();
-    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(id)
-}
-
 /// Parses `Upload-Concat`: `partial` or `final;URL URL…` (the upload ids are the URLs' last
 /// path segments).
 pub fn parse_concat(raw: &str) -> Result<Concat, BadHeader> {
@@ -104,11 +93,17 @@ pub fn parse_concat(raw: &str) -> Result<Concat, BadHeader> {
     };
     let mut ids = Vec::new();
     for url in list.split(' ').filter(|u| !u.is_empty()) {
-        let Some(id) = upload_id(url) else {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        let id = path
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(BadHeader(format!(
                 "Upload-Concat: {url:?} is not an upload URL"
             )));
-        };
+        }
         ids.push(id.to_owned());
     }
     if ids.is_empty() {

@@ -163,7 +163,8 @@ impl Uploads {
                 offset: None,
             });
         }
-        self.create_staged(user, &id, req, rec.length, rec.target.as_deref())
+        self.data
+            .create(&id, rec.length, rec.target.as_deref())
             .await?;
         let lock = self.lock(&id).await?;
         if let Err(e) = self.reserve(user, &rec).await {

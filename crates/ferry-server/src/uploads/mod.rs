@@ -13,7 +13,6 @@ mod append;
 mod create;
 pub mod events;
 mod finish;
-pub mod layout;
 mod quota;
 pub mod refusal;
 mod remove;

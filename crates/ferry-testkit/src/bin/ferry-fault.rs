@@ -98,9 +98,6 @@ struct ProxyArgs {
     /// Throttle each connection's downstream bytes to RATE bytes/s.
     #[arg(long, value_name = "RATE", value_parser = parse_size)]
     rate: Option<u64>,
-    /// Throttle each connection's upstream bytes (an upload's bodies) to RATE bytes/s.
-    #[arg(long, value_name = "RATE", value_parser = parse_size)]
-    rate_up: Option<u64>,
 }
 
 #[derive(Args, Debug)]
@@ -242,7 +239,6 @@ async fn run_proxy(a: ProxyArgs) -> Result<(), String> {
         retry_after: a.retry_after,
         slow_start: a.slow_start,
         rate_per_conn: a.rate,
-        rate_up_per_conn: a.rate_up,
     };
     let proxy = FaultProxy::bind(a.listen, upstream, faults)
         .await
