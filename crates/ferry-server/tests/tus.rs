@@ -882,3 +882,31 @@ async fn concatenation_finished_and_unfinished() {
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(location(&r), fin);
 }
+
+/// An upload whose staged bytes reach its length but that was never finished (the request
+/// that wrote its last bytes was taken over, or its client vanished before the upload could
+/// land) is finished before its offset is reported: a client that reads offset = length takes
+/// the upload as done, so the file must be there.
+#[tokio::test]
+async fn an_upload_whose_bytes_are_all_staged_lands_before_its_offset_is_reported() {
+    let env = Env::start(&[]);
+    let data = random_bytes(MIB, 12);
+    let url = env
+        .create(ANN, Some(data.len() as u64), &[("filename", "full.bin")])
+        .await;
+    env.patch_ok(ANN, &url, 0, &data[..1000]).await;
+    // The rest reaches the staged file without the request that would have landed it.
+    let id = url.rsplit('/').next().unwrap();
+    let staged = env.dir.join(".ferry/uploads").join(id);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&staged)
+        .unwrap();
+    f.write_all(&data[1000..]).unwrap();
+    drop(f);
+    assert!(!env.dir.join("full.bin").exists());
+    let r = env.head(ANN, &url).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(header(&r, "upload-offset"), data.len().to_string());
+    assert!(std::fs::read(env.dir.join("full.bin")).unwrap() == data);
+}

@@ -88,6 +88,23 @@ impl Uploads {
         rec: &mut UploadRecord,
         lock: &dyn UploadLock,
     ) -> Result<(), Refusal> {
+        self.repair(rec, lock).await?;
+        if self.full_but_active(rec).await? {
+            // Every byte is staged but the request that wrote the last ones could not finish
+            // the upload (taken over, its client gone): finished now, so an upload whose
+            // offset says "complete" is never left unlanded.
+            self.complete(rec, lock).await?;
+        }
+        Ok(())
+    }
+
+    /// Under the lock: unverified bytes cut off, a half-done landing finished (what a crash
+    /// may have left).
+    pub(super) async fn repair(
+        &self,
+        rec: &mut UploadRecord,
+        lock: &dyn UploadLock,
+    ) -> Result<(), Refusal> {
         self.data.recover(&rec.id).await?;
         if rec.phase == Phase::Landing {
             self.land(rec, lock).await?;

@@ -119,7 +119,7 @@ impl Uploads {
         let Some(mut rec) = self.state.get(final_id).await? else {
             return Ok(());
         };
-        self.recover(&mut rec, lock.as_ref()).await?;
+        self.repair(&mut rec, lock.as_ref()).await?;
         let Kind::Final { parts } = rec.kind.clone() else {
             return Ok(());
         };

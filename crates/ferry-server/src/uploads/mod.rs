@@ -158,11 +158,31 @@ impl Uploads {
                 rec = self.load(user, id).await?;
             }
         }
+        if self.full_but_active(&rec).await? {
+            // Finished under its lock before the offset is reported: a client that sees
+            // offset = length takes the upload as done.
+            let lock = self.lock(id).await?;
+            let mut fresh = self.load(user, id).await?;
+            self.recover(&mut fresh, lock.as_ref()).await?;
+            rec = fresh;
+        }
         let offset = self.offset_of(&rec).await?;
         Ok(UploadStatus {
             record: rec,
             offset,
         })
+    }
+
+    /// Whether `rec` is an active upload (not a final) whose staged bytes reach its length:
+    /// one that must be completed before anything else is said of it.
+    pub(super) async fn full_but_active(&self, rec: &UploadRecord) -> Result<bool, Refusal> {
+        if rec.phase != Phase::Active || matches!(rec.kind, Kind::Final { .. }) {
+            return Ok(false);
+        }
+        let Some(length) = rec.length else {
+            return Ok(false);
+        };
+        Ok(self.data.offset(&rec.id).await? == Some(length))
     }
 
     /// Loads an upload the user may touch: refused when unknown, another user's, or expired.
