@@ -49,7 +49,7 @@ impl Uploads {
         let lock = self.lock(id).await?;
         // Re-read under the lock: the previous holder may have changed it.
         let mut rec = self.load(user, id).await?;
-        self.recover(&mut rec, lock.as_ref()).await?;
+        let finished_now = self.recover(&mut rec, lock.as_ref()).await?;
         let offset = self.offset_of(&rec).await?.unwrap_or(rec.offset);
         if req.offset != offset {
             return Err(Refusal::OffsetMismatch {
@@ -59,7 +59,9 @@ impl Uploads {
         }
         if rec.phase != Phase::Active {
             // Complete already: nothing more to write.
-            return if req.empty_body() {
+            // A body of unstated length is taken as empty when this request is the one that
+            // finished the upload (its last bytes came in a request that could not).
+            return if req.empty_body() || (finished_now && req.body_length.is_none()) {
                 Ok(Appended {
                     offset,
                     expires: None,
@@ -82,20 +84,21 @@ impl Uploads {
     }
 
     /// Under the lock: repairs what a crash may have left (unverified bytes, a half-done
-    /// landing).
+    /// landing) and finishes an upload whose bytes are all staged; true when it finished one.
     pub(super) async fn recover(
         &self,
         rec: &mut UploadRecord,
         lock: &dyn UploadLock,
-    ) -> Result<(), Refusal> {
+    ) -> Result<bool, Refusal> {
         self.repair(rec, lock).await?;
         if self.full_but_active(rec).await? {
             // Every byte is staged but the request that wrote the last ones could not finish
             // the upload (taken over, its client gone): finished now, so an upload whose
             // offset says "complete" is never left unlanded.
             self.complete(rec, lock).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     /// Under the lock: unverified bytes cut off, a half-done landing finished (what a crash

@@ -159,12 +159,17 @@ impl Uploads {
             }
         }
         if self.full_but_active(&rec).await? {
-            // Finished under its lock before the offset is reported: a client that sees
-            // offset = length takes the upload as done.
+            // Every byte is staged but the request that wrote the last ones could not finish
+            // the upload (taken over, its client gone): finished under its lock before the
+            // offset is reported, since a client that sees offset = length takes the upload as
+            // done. When it cannot land (its target exists) the answer stays as it was.
             let lock = self.lock(id).await?;
             let mut fresh = self.load(user, id).await?;
-            self.recover(&mut fresh, lock.as_ref()).await?;
-            rec = fresh;
+            if let Err(e) = self.recover(&mut fresh, lock.as_ref()).await {
+                tracing::debug!(%id, "a staged-complete upload could not land: {e}");
+            }
+            drop(lock);
+            rec = self.load(user, id).await?;
         }
         let offset = self.offset_of(&rec).await?;
         Ok(UploadStatus {
@@ -174,7 +179,7 @@ impl Uploads {
     }
 
     /// Whether `rec` is an active upload (not a final) whose staged bytes reach its length:
-    /// one that must be completed before anything else is said of it.
+    /// one that must be completed before its offset is reported.
     pub(super) async fn full_but_active(&self, rec: &UploadRecord) -> Result<bool, Refusal> {
         if rec.phase != Phase::Active || matches!(rec.kind, Kind::Final { .. }) {
             return Ok(false);
