@@ -183,7 +183,10 @@ fn sigkill_then_rerun_is_identical_and_wastes_little() {
     // checkpoints are taken on a timer, so the figure grows with the machine's load (1-3 MiB
     // idle, up to about 10 MiB with two cores busy). 16 MiB still tells "resumed" from
     // "started over" (128 MiB) or "lost a connection's segment" (32 MiB).
-    assert!(extra <= 16 * MIB, "fetched {extra} bytes more than the file");
+    assert!(
+        extra <= 16 * MIB,
+        "fetched {extra} bytes more than the file"
+    );
 }
 
 #[test]
