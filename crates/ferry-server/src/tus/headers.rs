@@ -152,6 +152,19 @@ pub fn parse_checksum(raw: &str) -> Result<Checksum, ChecksumError> {
     })
 }
 
+/// A header map of `pairs` (names and values as written), for the request parsers' tests.
+#[cfg(test)]
+pub(crate) fn map(pairs: &[(&str, &str)]) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            axum::http::HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -137,16 +137,7 @@ mod tests {
     use axum::http::HeaderValue;
     use proptest::prelude::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        for (k, v) in pairs {
-            h.append(
-                HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
-        h
-    }
+    use crate::tus::headers::map as headers;
 
     #[test]
     fn creation_requests() {
